@@ -1,0 +1,77 @@
+"""gunicorn settings for the API: flat values, each surprising one with its reason.
+
+Precedence: these values < GUNICORN_CMD_ARGS < command-line flags (so --bind/--workers win).
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+# Multiprocess metrics are chosen when prometheus_client is first imported, so the directory must
+# be in the environment before any worker loads the app (the Dockerfile and Kubernetes set it;
+# this default makes a bare `gunicorn -c gunicorn.conf.py` count correctly too).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"api-metrics-{os.getpid()}"
+    )
+    _owns_metrics_dir = True
+else:
+    _owns_metrics_dir = False
+
+wsgi_app = "service.wsgi:app"
+bind = [f"0.0.0.0:{os.environ.get('PORT', '3010')}"]
+# Explicit, never cpu_count(): inside a container that is the node's cores, not our quota.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# gthread: keep-alive without a buffering proxy in front; threads overlap the rare JWKS fetch.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# SIGTERM budget for in-flight requests; Kubernetes grace = preStop 5 + 20 + margin.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+timeout = 30
+# Longer than typical load-balancer idle timeouts would need 65+ s; direct clients are fine at 5.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Recycling workers would leave metric files behind forever (prometheus/client_python#275).
+max_requests = 0
+# Auth0 tokens with many RBAC permissions outgrow gunicorn's 8190-byte header default.
+limit_request_field_size = 16384
+# Heartbeat files in RAM: works with a read-only root filesystem.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# gunicorn >= 25.1 opens a control socket under $HOME, which is read-only in the container.
+control_socket_disable = True
+proc_name = "auth0-api"
+
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logger_class = "service.logging.GunicornLogger"
+
+
+def on_starting(server):
+    """Fail fast on bad settings, then start the metrics directory empty (master, pre-fork)."""
+    from service.config import ConfigError
+    from service.config import Settings
+
+    try:
+        Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        # os._exit: a clean one-line failure, no traceback from the arbiter.
+        os._exit(78)
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    # Files left by an earlier run (an emptyDir survives container restarts) would be summed in.
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Mark a dead worker's live gauges as gone (runs in the master, even after SIGKILL)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this config created for itself."""
+    if _owns_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

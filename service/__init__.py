@@ -1,0 +1,1 @@
+"""Auth0-protected Flask API: JWT access-token validation with a hardened JWKS cache."""

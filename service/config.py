@@ -1,0 +1,189 @@
+"""Settings read once from the environment into a typed, frozen object.
+
+Every default the service chooses is pinned in ``DEFAULTS`` below, each with the reason for its value;
+the README's settings table is generated from the same facts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+#: Algorithms this service can verify at all; HS* is deliberately absent (RFC 8725 §3.1:
+#: a resource server that holds only public keys must never accept an HMAC token).
+SUPPORTED_ALGORITHMS: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+)
+
+#: The permission that `/api/private-scoped` requires.
+REQUIRED_PERMISSION: Final = "read:messages"
+
+#: (variable, default, why) for every optional setting: the one place defaults live.
+DEFAULTS: Final[dict[str, tuple[str, str]]] = {
+    "AUTH0_JWKS_TTL": (
+        "600",
+        "10 min, as jose/express-oauth2-jwt-bearer and Envoy; capped by Cache-Control max-age.",
+    ),
+    "AUTH0_JWKS_COOLDOWN": (
+        "30",
+        "at most one unknown-kid refresh per 30 s per worker (jose's cooldown): kid floods stay cheap.",
+    ),
+    "AUTH0_JWKS_RETRY": (
+        "5",
+        "seconds between fetch retries while the issuer fails, so an outage is not hammered.",
+    ),
+    "AUTH0_ALGORITHMS": ("RS256", "Auth0 signs access tokens with RS256; anything else is refused."),
+    "AUTH0_LEEWAY": (
+        "5",
+        "clock skew tolerated on exp/nbf/iat; express-oauth2-jwt-bearer's clockTolerance.",
+    ),
+    "AUTH0_HTTP_TIMEOUT": ("5", "connect and read timeout for discovery/JWKS fetches (jose's 5 s)."),
+    "AUTH0_JWKS_MAX_BYTES": ("262144", "a JWKS larger than 256 KiB is a failed fetch, not a parse."),
+    "AUTH0_MAX_TOKEN_BYTES": (
+        "16384",
+        "tokens above 16 KiB are refused before any decoding; Auth0 RBAC tokens stay far below.",
+    ),
+    "AUTH0_TOKEN_CACHE_SIZE": (
+        "10000",
+        "verified-token cache entries per worker (~1 KiB each); 0 turns the cache off.",
+    ),
+    "CORS_ALLOWED_ORIGINS": (
+        "*",
+        "bearer tokens are not cookies, so any origin is safe by default; list origins to narrow.",
+    ),
+    "LOG_FORMAT": ("json", "JSON lines for log shippers; 'console' for humans."),
+    "LOG_LEVEL": ("info", "one auth_decision line per protected request at info."),
+}
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The service's validated configuration."""
+
+    issuer: str
+    audience: str
+    jwks_uri: str | None
+    jwks_ttl: float
+    jwks_cooldown: float
+    jwks_retry: float
+    algorithms: tuple[str, ...]
+    leeway: int
+    http_timeout: float
+    jwks_max_bytes: int
+    max_token_bytes: int
+    token_cache_size: int
+    cors_origins: tuple[str, ...]
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from an environment mapping (``os.environ`` by default)."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        audience = reader.required("AUTH0_AUDIENCE")
+        issuer = _issuer(env)
+        algorithms = tuple(a.strip() for a in reader.get("AUTH0_ALGORITHMS").split(",") if a.strip())
+        unknown = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
+        if unknown or not algorithms:
+            raise ConfigError(
+                f"AUTH0_ALGORITHMS: {','.join(unknown) or 'empty'} not allowed; "
+                f"choose from {','.join(sorted(SUPPORTED_ALGORITHMS))}"
+            )
+        log_format = reader.get("LOG_FORMAT").lower()
+        if log_format not in ("json", "console"):
+            raise ConfigError("LOG_FORMAT: must be 'json' or 'console'")
+        jwks_uri = env.get("AUTH0_JWKS_URI", "").strip() or None
+        if jwks_uri is not None:
+            _check_url("AUTH0_JWKS_URI", jwks_uri)
+        origins = tuple(o.strip() for o in reader.get("CORS_ALLOWED_ORIGINS").split(",") if o.strip())
+        return cls(
+            issuer=issuer,
+            audience=audience,
+            jwks_uri=jwks_uri,
+            jwks_ttl=reader.number("AUTH0_JWKS_TTL", minimum=1),
+            jwks_cooldown=reader.number("AUTH0_JWKS_COOLDOWN", minimum=0),
+            jwks_retry=reader.number("AUTH0_JWKS_RETRY", minimum=0),
+            algorithms=algorithms,
+            leeway=int(reader.number("AUTH0_LEEWAY", minimum=0, maximum=300)),
+            http_timeout=reader.number("AUTH0_HTTP_TIMEOUT", minimum=0.1, maximum=60),
+            jwks_max_bytes=int(reader.number("AUTH0_JWKS_MAX_BYTES", minimum=1024)),
+            max_token_bytes=int(reader.number("AUTH0_MAX_TOKEN_BYTES", minimum=256)),
+            token_cache_size=int(reader.number("AUTH0_TOKEN_CACHE_SIZE", minimum=0)),
+            cors_origins=origins or ("*",),
+            log_format=log_format,
+            log_level=reader.get("LOG_LEVEL").upper(),
+        )
+
+
+class _Reader:
+    """Reads variables, falling back to ``DEFAULTS`` and naming the variable on error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str) -> str:
+        """Return the variable's value, or its pinned default when unset or empty."""
+        value = self._env.get(name, "").strip()
+        return value or DEFAULTS[name][0]
+
+    def required(self, name: str) -> str:
+        """Return a variable that has no default."""
+        value = self._env.get(name, "").strip()
+        if not value:
+            raise ConfigError(f"{name} is required but not set")
+        return value
+
+    def number(self, name: str, *, minimum: float, maximum: float | None = None) -> float:
+        """Return a numeric variable within bounds."""
+        raw = self.get(name)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not a number") from None
+        if value != value or value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f">= {minimum:g}"
+            raise ConfigError(f"{name}: {raw!r} must be {bound}")
+        return value
+
+
+def _issuer(env: Mapping[str, str]) -> str:
+    """Derive the exact issuer string tokens must carry."""
+    explicit = env.get("AUTH0_ISSUER", "").strip()
+    if explicit:
+        _check_url("AUTH0_ISSUER", explicit)
+        return explicit
+    domain = env.get("AUTH0_DOMAIN", "").strip()
+    if not domain:
+        raise ConfigError("AUTH0_DOMAIN (or AUTH0_ISSUER) is required but not set")
+    domain = domain.removeprefix("https://").rstrip("/")
+    if not domain or "/" in domain or "@" in domain:
+        raise ConfigError(f"AUTH0_DOMAIN: {domain!r} is not a bare host name like tenant.auth0.com")
+    # Auth0's issuer is the tenant URL with a trailing slash, compared exactly (RFC 9068 §4).
+    return f"https://{domain}/"
+
+
+def _check_url(name: str, value: str) -> None:
+    """Refuse URLs that could not be an issuer or key endpoint."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"{name}: {value!r} must be an absolute http(s) URL")
+    if parts.username or parts.password or parts.fragment:
+        raise ConfigError(f"{name}: {value!r} must not carry credentials or a fragment")
+
+
+def discovery_url(issuer: str) -> str:
+    """OIDC discovery document location for an issuer (OIDC Discovery §4)."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def fallback_jwks_url(issuer: str) -> str:
+    """Auth0's fixed JWKS location for an issuer."""
+    return issuer.rstrip("/") + "/.well-known/jwks.json"

@@ -1,0 +1,121 @@
+"""Auth failures as RFC 6750 errors, each with a fixed status, body, headers and metric reason.
+
+Descriptions are constant strings chosen here: nothing a client sent is ever echoed back.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from authlib.oauth2 import OAuth2Error
+
+from .config import REQUIRED_PERMISSION
+
+#: RFC 6750 §3: the realm named in every challenge.
+REALM = "api"
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class AuthError(OAuth2Error):
+    """Base of every refusal; ``reason`` is the bounded label used in logs and metrics."""
+
+    error: str | None = None
+    status_code = 401
+    reason = "invalid_token"
+    description = "The access token is invalid."
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(description=description or self.description)
+        if reason is not None:
+            self.reason = reason
+
+    def challenge(self) -> str | None:
+        """The WWW-Authenticate value, or None when no challenge applies."""
+        params = [f'realm="{REALM}"']
+        if self.error:
+            params.append(f'error="{self.error}"')
+            params.append(f'error_description="{self.get_error_description()}"')
+        return "Bearer " + ", ".join(params)
+
+    def response_parts(self) -> tuple[int, bytes, Headers]:
+        """Status, JSON body and headers, rendered once per distinct error."""
+        return _render(type(self), self.get_error_description())
+
+    def get_body(self) -> list[tuple[str, str]]:
+        """The JSON members of the error body."""
+        return [("error", self.error or "unauthorized"), ("error_description", self.description)]
+
+
+class MissingTokenError(AuthError):
+    """No credentials: RFC 6750 §3.1 says no error code, just the challenge."""
+
+    error = None
+    reason = "missing_token"
+    description = "An access token is required: send 'Authorization: Bearer <token>'."
+
+
+class InvalidRequestError(AuthError):
+    """Malformed Authorization header (RFC 6750 §3.1 invalid_request, status 400)."""
+
+    error = "invalid_request"
+    status_code = 400
+    reason = "invalid_request"
+    description = "The Authorization header is malformed; expected 'Bearer <token>'."
+
+
+class InvalidTokenError(AuthError):
+    """A presented token was rejected (RFC 6750 §3.1 invalid_token, status 401)."""
+
+    error = "invalid_token"
+
+
+class InsufficientScopeError(AuthError):
+    """A valid token lacks the permission the route needs (RFC 6750 §3.1, status 403)."""
+
+    error = "insufficient_scope"
+    status_code = 403
+    reason = "insufficient_scope"
+    description = f"The access token lacks the '{REQUIRED_PERMISSION}' permission."
+
+    def challenge(self) -> str | None:
+        """Name the scope the client needs, as RFC 6750 §3 allows."""
+        return (
+            f'Bearer realm="{REALM}", error="insufficient_scope", '
+            f'error_description="{self.get_error_description()}", scope="{REQUIRED_PERMISSION}"'
+        )
+
+
+class KeysUnavailableError(AuthError):
+    """No usable signing keys: the issuer is unreachable and nothing is cached.
+
+    The client did nothing wrong, so this is 503 with Retry-After, not a 401 that would make it
+    throw away a good token.
+    """
+
+    error = "temporarily_unavailable"
+    status_code = 503
+    reason = "keys_unavailable"
+    description = "Signing keys are temporarily unavailable; retry shortly."
+    retry_after = 5
+
+    def challenge(self) -> str | None:
+        """No challenge: authentication did not fail."""
+        return None
+
+
+@lru_cache(maxsize=256)
+def _render(cls: type[AuthError], description: str) -> tuple[int, bytes, Headers]:
+    """Render an error class and description into response parts (cached: rejections are hot)."""
+    error = cls(description)
+    body = json.dumps({"error": cls.error or "unauthorized", "error_description": description})
+    headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
+    challenge = error.challenge()
+    if challenge:
+        headers.append(("WWW-Authenticate", challenge))
+    if cls is KeysUnavailableError or issubclass(cls, KeysUnavailableError):
+        headers.append(("Retry-After", str(cls.retry_after)))
+    # RFC 6750 §5.3 / RFC 9111: auth failures must not be cached by intermediaries.
+    headers.append(("Cache-Control", "no-store"))
+    return cls.status_code, body.encode(), tuple(headers)

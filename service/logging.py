@@ -1,0 +1,151 @@
+"""Structured logging: one JSON object per line on stdout, for our events and gunicorn's alike.
+
+Our own events go straight through structlog to stdout (the fast path: no stdlib hop); stdlib
+records (gunicorn.error, gunicorn.access, libraries) are rendered by structlog's
+``ProcessorFormatter`` bridge so every line has the same shape. Tokens and Authorization headers
+are never passed to a logger anywhere in the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import structlog
+from gunicorn.glogging import Logger as _GunicornBaseLogger
+
+#: WSGI environ key where the app leaves the request id for the access line.
+REQUEST_ID_ENVIRON_KEY = "service.request_id"
+#: WSGI environ key where the app leaves the matched route template for the access line.
+ROUTE_ENVIRON_KEY = "service.route"
+
+_configured: tuple[str, str] | None = None
+
+
+def _timestamper() -> structlog.processors.TimeStamper:
+    """ISO-8601 UTC timestamps under the ``timestamp`` key."""
+    return structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def _renderer(log_format: str) -> Any:
+    """JSON for machines, a console renderer for people."""
+    if log_format == "console":
+        return structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    return structlog.processors.JSONRenderer()
+
+
+def configure(log_format: str = "json", level: str = "INFO") -> None:
+    """Configure structlog and the stdlib root logger once per process (idempotent)."""
+    global _configured
+    if _configured == (log_format, level):
+        return
+    _configured = (log_format, level)
+    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    structlog.configure(
+        processors=[
+            # Request-scoped fields (request_id) bound per request in service.requestid.
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _logger_key,
+            _timestamper(),
+            _tracebacks,
+            _renderer(log_format),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        # Cached loggers skip re-assembling the chain on every call (structlog docs, performance).
+        cache_logger_on_first_use=True,
+    )
+    handler = stdout_handler(log_format)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_service", False):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+
+
+def stdout_handler(log_format: str) -> logging.Handler:
+    """A stdout handler that renders stdlib records through structlog."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                _timestamper(),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _tracebacks,
+                _renderer(log_format),
+            ],
+        )
+    )
+    handler._service = True  # type: ignore[attr-defined]
+    return handler
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger whose lines carry ``logger=name``."""
+    # "logger" itself is a reserved keyword of structlog.get_logger; renamed by _logger_key.
+    return structlog.get_logger(logger_name=name)
+
+
+def _logger_key(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Expose the bound logger name under the same ``logger`` key stdlib records use."""
+    name = event.pop("logger_name", None)
+    if name is not None:
+        event["logger"] = name
+    return event
+
+
+#: Tracebacks as data, without local variables: locals could hold a token.
+_tracebacks = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
+class GunicornLogger(_GunicornBaseLogger):
+    """gunicorn's logger with JSON output on stdout and a structured access line."""
+
+    def setup(self, cfg: Any) -> None:
+        """Let gunicorn set levels, then route its loggers through our stdout handler."""
+        super().setup(cfg)
+        import os
+
+        log_format = os.environ.get("LOG_FORMAT", "json").strip().lower() or "json"
+        handler = stdout_handler("console" if log_format == "console" else "json")
+        for log in (self.error_log, self.access_log):
+            for old in list(log.handlers):
+                log.removeHandler(old)
+            log.addHandler(handler)
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        """Emit one ``http_request`` line carrying the request's id (read back from environ)."""
+        if not self.access_log_enabled:
+            return
+        duration = request_time.total_seconds() * 1000.0
+        status = getattr(resp, "status_code", None) or str(resp.status).split(None, 1)[0]
+        self.access_log.info(
+            "http_request",
+            extra={
+                "request_id": environ.get(REQUEST_ID_ENVIRON_KEY),
+                "method": environ.get("REQUEST_METHOD"),
+                "path": environ.get("PATH_INFO"),
+                "route": environ.get(ROUTE_ENVIRON_KEY),
+                "status": int(status),
+                "duration_ms": round(duration, 3),
+                "remote_addr": environ.get("REMOTE_ADDR"),
+                "user_agent": environ.get("HTTP_USER_AGENT"),
+                "bytes": getattr(resp, "sent", None),
+            },
+        )
+
+    def now(self) -> str:
+        """ISO timestamp (unused by our JSON lines; kept for gunicorn's own callers)."""
+        return time.strftime("%Y-%m-%dT%H:%M:%S%z")

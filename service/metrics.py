@@ -1,0 +1,100 @@
+"""Prometheus metrics, correct across gunicorn workers (prometheus_client multiprocess mode).
+
+``PROMETHEUS_MULTIPROC_DIR`` must be in the environment before this module is imported:
+prometheus_client picks its value store at import (gunicorn.conf.py guarantees it).
+Labels are route templates and bounded enums only, never raw paths, subjects or clients.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint
+from flask import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter
+from prometheus_client import Histogram
+from prometheus_client import generate_latest
+from prometheus_client import multiprocess
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+AUTH_DECISIONS = Counter(
+    "auth_decisions_total",
+    "Authorization decisions on protected routes.",
+    ["route", "outcome", "reason"],
+)
+AUTH_DURATION = Histogram(
+    "auth_decision_duration_seconds",
+    "Time to reach an authorization decision (header parse to allow/deny).",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+JWKS_FETCHES = Counter(
+    "jwks_fetches_total", "JWKS (and discovery) fetch attempts by outcome.", ["outcome"]
+)
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests by route template, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route template and method.",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+bp = Blueprint("metrics", __name__)
+
+
+def _resolver(metric: Any) -> Callable[..., Any]:
+    """Return a memoised ``metric.labels``: resolving a label set once saves a lock per call."""
+    children: dict[tuple[str, ...], Any] = {}
+
+    def child(*labels: str) -> Any:
+        found = children.get(labels)
+        if found is None:
+            found = children[labels] = metric.labels(*labels)
+        return found
+
+    return child
+
+
+auth_decision = _resolver(AUTH_DECISIONS)
+auth_duration = _resolver(AUTH_DURATION)
+jwks_fetch = _resolver(JWKS_FETCHES)
+http_request = _resolver(HTTP_REQUESTS)
+http_duration = _resolver(HTTP_DURATION)
+
+
+def record_fetch(outcome: str, error: str | None) -> None:
+    """Count one JWKS fetch attempt (the JWKS cache's callback)."""
+    jwks_fetch(outcome).inc()
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory, when running under it."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition, aggregated over every worker when multiprocess."""
+    if multiprocess_dir():
+        # A fresh registry per scrape: the global one would show only this worker's share.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Any) -> None:
+    """Register the /metrics endpoint and pre-create the always-present series."""
+    app.register_blueprint(bp)
+    for outcome in ("success", "error"):
+        jwks_fetch(outcome)

@@ -1,0 +1,85 @@
+"""Per-request bookkeeping: X-Request-ID, structlog context, HTTP metrics, JSON error pages."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from flask import Flask
+from flask import Response
+from flask import g
+from flask import jsonify
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from . import metrics
+from .logging import REQUEST_ID_ENVIRON_KEY
+from .logging import ROUTE_ENVIRON_KEY
+from .logging import get_logger
+
+HEADER = "X-Request-ID"
+#: A well-formed id is reused; anything else (log injection, huge values) is replaced.
+_WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: Methods counted by name; anything else is "other" so clients cannot mint label values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+log = get_logger("service.http")
+
+
+def _start() -> None:
+    """Adopt or mint the request id and bind it to every log line of this request."""
+    incoming = request.headers.get(HEADER)
+    request_id = incoming if incoming and _WELL_FORMED.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = request_id
+    g.started = time.perf_counter()
+    request.environ[REQUEST_ID_ENVIRON_KEY] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+
+
+def _finish(response: Response) -> Response:
+    """Echo the request id and count the request under its route template."""
+    request_id = g.get("request_id")
+    if request_id is not None:
+        response.headers[HEADER] = request_id
+    rule = request.url_rule
+    route = rule.rule if rule is not None else "unmatched"
+    request.environ[ROUTE_ENVIRON_KEY] = route
+    method = request.method if request.method in _METHODS else "other"
+    metrics.http_request(route, method, str(response.status_code)).inc()
+    started = g.get("started")
+    if started is not None:
+        metrics.http_duration(route, method).observe(time.perf_counter() - started)
+    return response
+
+
+def _teardown(_exc: BaseException | None) -> None:
+    """Drop the request's log context so a reused thread starts clean."""
+    structlog.contextvars.clear_contextvars()
+
+
+def _http_error(error: HTTPException) -> tuple[Response, int]:
+    """JSON bodies for 404/405 and friends, like the API's own errors."""
+    code = error.code or 500
+    name = (error.name or "error").lower().replace(" ", "_")
+    response = jsonify(error=name, error_description=error.description)
+    if error.code == 405 and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response, code
+
+
+def _unexpected(error: Exception) -> tuple[Response, int]:
+    """Log a bug with its traceback and answer a generic 500."""
+    log.exception("unhandled_exception", error_type=type(error).__name__)
+    return jsonify(error="server_error", error_description="Internal error."), 500
+
+
+def init_app(app: Flask) -> None:
+    """Register the request hooks and error handlers."""
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.teardown_request(_teardown)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,305 @@
+"""Access-token validation: Auth0 / RFC 9068 JWTs checked per RFC 8725, behind Authlib's validator.
+
+Order matters for cost: size, shape, header and unverified claims are checked before any key
+lookup (which may fetch) and before the RSA verify, so junk and replayed-elsewhere tokens are
+refused cheaply. A verified token is remembered by the SHA-256 of its text until the earlier of
+its expiry and the freshness of the key set that verified it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from joserfc.jwk import Key
+from joserfc.jws import JWSRegistry
+
+from .config import Settings
+from .errors import REALM
+from .errors import InsufficientScopeError
+from .errors import InvalidTokenError
+from .errors import KeysUnavailableError
+from .jwks import FetchError
+from .jwks import JWKSCache
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
+#: RFC 8725 §3.5 / RFC 7515 §4.1.2-6: keys named by the token itself are never trusted.
+_KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
+#: RFC 9068 §2.1 uses "at+jwt"; Auth0's default profile sends "JWT" (RFC 7519 §5.1).
+_ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+
+
+def _deny(reason: str, description: str) -> InvalidTokenError:
+    """Build an invalid_token error with a metric reason and a fixed description."""
+    return InvalidTokenError(description, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A verified access token, shaped for Authlib's ``TokenMixin`` protocol."""
+
+    claims: dict[str, Any]
+    kid: str
+    permissions: frozenset[str]
+    expires_at: float
+    leeway: int
+
+    @property
+    def sub(self) -> str | None:
+        """The token's subject."""
+        return self.claims.get("sub")
+
+    @property
+    def client(self) -> str | None:
+        """The OAuth client the token was issued to (azp, or RFC 9068's client_id)."""
+        return self.claims.get("azp") or self.claims.get("client_id")
+
+    def get_scope(self) -> str:
+        """All granted permissions, space-delimited (scope claim plus Auth0 RBAC permissions)."""
+        return " ".join(sorted(self.permissions))
+
+    def is_expired(self) -> bool:
+        """Expiry with the clock leeway applied (Authlib's default ignores leeway)."""
+        return time.time() >= self.expires_at + self.leeway
+
+    def is_revoked(self) -> bool:
+        """JWTs are not revocable here; their lifetime is the control."""
+        return False
+
+    def grants(self, permission: str) -> bool:
+        """Whether the token carries ``permission`` exactly (no prefix matching)."""
+        return permission in self.permissions
+
+
+@dataclass(frozen=True, slots=True)
+class _CacheEntry:
+    """A remembered verification and how long it may be trusted."""
+
+    token: AccessToken
+    keyset_generation: int
+    fresh_until: float
+
+
+class TokenVerifier:
+    """Checks a compact JWS access token against the issuer's keys and this API's claims."""
+
+    def __init__(self, settings: Settings, jwks: JWKSCache) -> None:
+        self._settings = settings
+        self._jwks = jwks
+        self._algorithms = frozenset(settings.algorithms)
+        self._jws_algs = {alg: JWSRegistry.algorithms[alg] for alg in settings.algorithms}
+        self._cache: dict[bytes, _CacheEntry] = {}
+        self._cache_size = settings.token_cache_size
+        self._cache_lock = threading.Lock()
+
+    @property
+    def jwks(self) -> JWKSCache:
+        """The key cache this verifier draws from."""
+        return self._jwks
+
+    def verify(self, token: str) -> AccessToken:
+        """Return the verified token or raise an ``AuthError`` saying why not."""
+        if len(token) > self._settings.max_token_bytes:
+            raise _deny("malformed", "The access token is too large.")
+        digest = b""
+        if self._cache_size:
+            digest = hashlib.sha256(token.encode("latin-1")).digest()
+            entry = self._cache.get(digest)
+            if entry is not None:
+                hit = self._still_valid(entry)
+                if hit is not None:
+                    return hit
+        access_token, generation, fresh_until = self._verify_fully(token)
+        if self._cache_size:
+            self._remember(digest, _CacheEntry(access_token, generation, fresh_until))
+        return access_token
+
+    def _still_valid(self, entry: _CacheEntry) -> AccessToken | None:
+        """Return the cached token only if the full check would still accept it now."""
+        token = entry.token
+        if time.time() >= token.expires_at + token.leeway or time.monotonic() >= entry.fresh_until:
+            return None
+        keyset = self._jwks.keyset
+        if keyset is None:
+            return None
+        if keyset.generation != entry.keyset_generation and token.kid not in keyset.keys:
+            return None
+        return token
+
+    def _remember(self, digest: bytes, entry: _CacheEntry) -> None:
+        """Insert into the bounded cache, evicting the oldest entries first."""
+        cache = self._cache
+        with self._cache_lock:
+            while len(cache) >= self._cache_size:
+                cache.pop(next(iter(cache)))
+            cache[digest] = entry
+
+    def _verify_fully(self, token: str) -> tuple[AccessToken, int, float]:
+        """The full check; returns the token and the key set generation and freshness used."""
+        if token.count(".") != 2:
+            if token.count(".") == 4:
+                raise _deny("malformed", "Encrypted (JWE) tokens are not accepted.")
+            raise _deny("malformed", "The access token is not a compact JWS.")
+        header_b64, payload_b64, signature_b64 = token.split(".")
+        header = _decode_json(header_b64, "header")
+        alg = header.get("alg")
+        # RFC 8725 §3.1: only allow-listed algorithms, decided before any key is touched.
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise _deny("bad_alg", "The token's signing algorithm is not accepted.")
+        for name in _KEY_BEARING_HEADERS:
+            if name in header:
+                raise _deny("bad_header", "Tokens that carry their own keys are not accepted.")
+        # RFC 7515 §4.1.11: we understand no extensions, so any 'crit' must be refused.
+        if "crit" in header:
+            raise _deny("bad_header", "The token uses critical header extensions.")
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP):
+            raise _deny("bad_typ", "The token type is not an access token.")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _deny("bad_header", "The token has no key id.")
+        claims = _decode_json(payload_b64, "payload")
+        now = time.time()
+        expires_at = self._check_claims(claims, now)
+        signature = _b64decode(signature_b64) if signature_b64 else b""
+        if not signature:
+            raise _deny("bad_signature", "The token is not signed.")
+        key = self._key(kid, alg)
+        keyset = self._jwks.keyset
+        generation = keyset.generation if keyset is not None else 0
+        fresh_until = keyset.fresh_until if keyset is not None else 0.0
+        signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+        try:
+            valid = self._jws_algs[alg].verify(signing_input, signature, key)
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
+            raise _deny("bad_signature", "The token signature is invalid.")
+        permissions = _permissions(claims)
+        access_token = AccessToken(claims, kid, permissions, expires_at, self._settings.leeway)
+        return access_token, generation, fresh_until
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> float:
+        """Check registered claims (RFC 7519 §4.1, RFC 9068 §4); return ``exp``."""
+        leeway = self._settings.leeway
+        if claims.get("iss") != self._settings.issuer:
+            raise _deny("bad_issuer", "The token was issued by an untrusted issuer.")
+        aud = claims.get("aud")
+        audience = self._settings.audience
+        if isinstance(aud, str):
+            aud_ok = aud == audience
+        elif isinstance(aud, list) and all(isinstance(a, str) for a in aud):
+            aud_ok = audience in aud
+        else:
+            aud_ok = False
+        if not aud_ok:
+            raise _deny("bad_audience", "The token is not intended for this API.")
+        exp = claims.get("exp")
+        if not _is_time(exp):
+            raise _deny("bad_claims", "The token has no valid expiry.")
+        if now >= exp + leeway:
+            raise _deny("expired", "The token has expired.")
+        nbf = claims.get("nbf")
+        if nbf is not None:
+            if not _is_time(nbf):
+                raise _deny("bad_claims", "The token's not-before time is invalid.")
+            if now + leeway < nbf:
+                raise _deny("not_yet_valid", "The token is not valid yet.")
+        iat = claims.get("iat")
+        if iat is not None:
+            if not _is_time(iat):
+                raise _deny("bad_claims", "The token's issued-at time is invalid.")
+            if now + leeway < iat:
+                raise _deny("not_yet_valid", "The token was issued in the future.")
+        for name in ("sub", "scope", "azp", "client_id"):
+            if name in claims and not isinstance(claims[name], str):
+                raise _deny("bad_claims", f"The token's '{name}' claim has the wrong type.")
+        permissions = claims.get("permissions")
+        if permissions is not None and not (
+            isinstance(permissions, list) and all(isinstance(p, str) for p in permissions)
+        ):
+            raise _deny("bad_claims", "The token's 'permissions' claim has the wrong type.")
+        return float(exp)
+
+    def _key(self, kid: str, alg: str) -> Key:
+        """Find the verification key for ``kid`` and check it fits ``alg``."""
+        try:
+            key = self._jwks.get(kid)
+        except FetchError:
+            raise KeysUnavailableError() from None
+        if key is None:
+            raise _deny("unknown_kid", "The token was signed with an unknown key.")
+        # RFC 8725 §3.1: the key type and the JWK's own alg must agree with the token's alg.
+        if key.key_type != _KTY_FOR_ALG_PREFIX[alg[:2]] or key.get("alg", alg) != alg:
+            raise _deny("bad_alg", "The token's algorithm does not match its key.")
+        return key
+
+
+def _is_time(value: Any) -> bool:
+    """A NumericDate (RFC 7519 §2): a finite number, not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _b64decode(segment: str) -> bytes:
+    """Strict base64url decoding (RFC 7515 §2: no padding, URL-safe alphabet only)."""
+    if not _SEGMENT.fullmatch(segment):
+        raise _deny("malformed", "The access token is not valid base64url.")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise _deny("malformed", "The access token is not valid base64url.") from None
+
+
+def _decode_json(segment: str, part: str) -> dict[str, Any]:
+    """Decode a base64url JSON object segment of the token."""
+    raw = _b64decode(segment)
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _deny("malformed", f"The token {part} is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise _deny("malformed", f"The token {part} is not a JSON object.")
+    return value
+
+
+def _permissions(claims: dict[str, Any]) -> frozenset[str]:
+    """Union of the space-delimited ``scope`` (RFC 8693 §4.2) and Auth0 RBAC ``permissions``."""
+    granted = set(claims.get("scope", "").split())
+    granted.update(claims.get("permissions") or ())
+    return frozenset(granted)
+
+
+class Auth0BearerTokenValidator(BearerTokenValidator):
+    """Authlib's bearer-token validator, backed by ``TokenVerifier``."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        super().__init__(realm=REALM)
+        self._verifier = verifier
+
+    def authenticate_token(self, token_string: str) -> AccessToken:
+        """Verify the token string (signature and claims)."""
+        return self._verifier.verify(token_string)
+
+    def validate_token(self, token: AccessToken, scopes: list[str] | None, request: Any) -> None:
+        """Check lifetime (with leeway) and that every required permission is granted."""
+        if token.is_expired():
+            raise _deny("expired", "The token has expired.")
+        for scope in scopes or ():
+            if not token.grants(scope):
+                raise InsufficientScopeError()
+
+
+def verifier_for(settings: Settings, on_fetch: Callable[[str, str | None], None]) -> TokenVerifier:
+    """Build a verifier with its own process-level JWKS cache."""
+    return TokenVerifier(settings, JWKSCache(settings, on_fetch=on_fetch))
