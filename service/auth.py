@@ -32,8 +32,9 @@ from .validator import AccessToken
 from .validator import Auth0BearerTokenValidator
 from .validator import verifier_for
 
-#: RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+#: Whitespace or commas inside the credentials mean several tokens: a malformed request
+#: (RFC 6750 §2.1, §3.1). Other junk is a token problem: the validator answers invalid_token.
+_SEPARATOR = re.compile(r"[\s,]")
 
 log = get_logger("service.auth")
 
@@ -46,14 +47,14 @@ class Protector(ResourceProtector):
         auth = request.headers.get("Authorization")
         if auth is None or not auth.strip():
             raise MissingTokenError()
-        scheme, _, credentials = auth.strip().partition(" ")
+        scheme, _, credentials = auth.strip().replace("\t", " ").partition(" ")
         if scheme.lower() != "bearer":
             # Another scheme carries no bearer credentials: challenge as for a missing token.
             raise MissingTokenError()
         credentials = credentials.strip()
         if not credentials:
             raise InvalidRequestError("The Authorization header has no token after 'Bearer'.")
-        if not _B64TOKEN.fullmatch(credentials):
+        if _SEPARATOR.search(credentials):
             raise InvalidRequestError("The Authorization header must carry exactly one token.")
         return self.get_token_validator("bearer"), credentials
 

@@ -1,0 +1,102 @@
+"""Entry point: ``python -m dev_issuer`` runs the DEVELOPMENT issuer (never use in production)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from http import HTTPStatus
+from types import FrameType
+
+from werkzeug.serving import WSGIRequestHandler
+from werkzeug.serving import make_server
+
+from dev_issuer.app import create_app
+from dev_issuer.config import IssuerConfigError
+from dev_issuer.config import IssuerSettings
+from dev_issuer.keys import SigningKey
+
+log = logging.getLogger("dev_issuer")
+access_log = logging.getLogger("dev_issuer.access")
+
+
+class _AccessLogHandler(WSGIRequestHandler):
+    """Plain access lines: no ANSI colours, and no query string (clients may misplace secrets)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Log method, path and status of one request."""
+        path = self.path.split("?", 1)[0]
+        if isinstance(code, HTTPStatus):
+            code = code.value
+        access_log.info("%s %s %s %s", self.address_string(), self.command, path, code)
+
+
+def _configure_logging() -> None:
+    """Log to stdout, one line per event."""
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # Authlib logs issued tokens at DEBUG; keep it above that whatever the root level becomes.
+    logging.getLogger("authlib").setLevel(logging.INFO)
+
+
+def main() -> int:
+    """Run the issuer until SIGTERM/SIGINT; return the process exit status."""
+    _configure_logging()
+    try:
+        settings = IssuerSettings.from_env(os.environ)
+        key = (
+            SigningKey.from_pem_file(settings.key_file)
+            if settings.key_file
+            else SigningKey.generate()
+        )
+    except IssuerConfigError as exc:
+        print(f"dev_issuer: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    # Handlers go in before binding so an early SIGTERM still ends in a clean exit.
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        # shutdown() blocks until serve_forever returns, so it must run outside the serving thread.
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    app = create_app(settings, key)
+    # make_server reports a busy or unusable address itself and exits with status 1.
+    server = make_server(
+        settings.host, settings.port, app, threaded=True, request_handler=_AccessLogHandler
+    )
+
+    log.warning("DEVELOPMENT ISSUER - not for production")
+    log.info(
+        "issuer=%s listening on %s:%s audiences=%s clients=%s kid=%s key=%s token_ttl=%ss",
+        settings.issuer,
+        settings.host,
+        server.server_port,
+        ",".join(settings.audiences),
+        ",".join(c.client_id for c in settings.clients),
+        key.kid,
+        "file" if settings.key_file else "generated",
+        settings.token_ttl,
+    )
+
+    serving = threading.Thread(target=server.serve_forever, name="dev-issuer", daemon=True)
+    serving.start()
+    while not stop.wait(1.0):
+        if not serving.is_alive():
+            log.error("server thread died")
+            return 1
+    log.info("shutting down")
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
