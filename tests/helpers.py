@@ -1,0 +1,52 @@
+"""Small helpers shared by the process-level tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from tests.issuer import LocalIssuer
+from tests.procs import Response
+from tests.procs import Server
+
+T = TypeVar("T")
+
+
+def parallel(fn: Callable[[int], T], n: int, *, concurrency: int = 25) -> list[T]:
+    """Run fn(0..n-1) on a thread pool and return the results in order."""
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(fn, range(n)))
+
+
+def get_many(server: Server, path: str, tokens: list[str | None], *, concurrency: int = 25) -> list[Response]:
+    """GET `path` once per token, in parallel, each on its own connection."""
+    return parallel(lambda i: server.get(path, token=tokens[i]), len(tokens), concurrency=concurrency)
+
+
+def statuses(responses: list[Response]) -> list[int]:
+    """Just the status codes."""
+    return [r.status for r in responses]
+
+
+def warm(server: Server, issuer: LocalIssuer, workers: int, *, timeout: float = 10.0) -> None:
+    """Send valid requests until every worker has fetched the JWKS once (on first need)."""
+    token = issuer.mint()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = statuses(get_many(server, "/api/private", [token] * 20, concurrency=10))
+        assert set(got) == {200}, got
+        if issuer.jwks_fetches >= workers:
+            return
+    raise AssertionError(f"only {issuer.jwks_fetches} JWKS fetches for {workers} workers")
+
+
+def eventually(check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
+    """Poll `check` until it is true or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
