@@ -119,15 +119,15 @@ class JWKSCache:
         key = keyset.keys.get(kid)
         if key is not None:
             return key
-        # Unknown kid: maybe the issuer rotated. One refresh per cooldown, shared by all threads.
-        if now - state.last_kid_refresh < self._settings.jwks_cooldown:
-            return None
+        # Unknown kid: maybe the issuer rotated. At most one refresh per cooldown, counted from
+        # the last successful fetch of any kind (as jose's cooldownDuration), shared by all
+        # threads: those arriving while it runs wait for its answer instead of fetching again.
+        cooldown = self._settings.jwks_cooldown
         with self._lock:
-            if now - state.last_kid_refresh < self._settings.jwks_cooldown:
-                kid_refresh_due = False
-            else:
+            since = max(state.last_kid_refresh, keyset.fetched_at)
+            kid_refresh_due = now - since >= cooldown and state.inflight is None
+            if kid_refresh_due:
                 state.last_kid_refresh = now
-                kid_refresh_due = True
         if kid_refresh_due:
             refreshed = self._refresh(now, wait=FULL_WAIT, force=True)
         else:

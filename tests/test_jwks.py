@@ -59,8 +59,9 @@ def test_larger_cache_control_max_age_does_not_extend_the_ttl() -> None:
 
 def test_unknown_kid_flood_causes_one_fetch_per_cooldown_single_flight() -> None:
     with LocalIssuer() as issuer:
-        cache = cache_for(issuer, AUTH0_JWKS_COOLDOWN="30")
+        cache = cache_for(issuer, AUTH0_JWKS_COOLDOWN="1")
         cache.get(issuer.current_key.kid)
+        time.sleep(1.1)  # the cooldown counts from the last fetch
         issuer.reset_counts()
         issuer.delay = 0.2  # keep the refresh in flight while the flood arrives
         results: list[object] = []
@@ -82,11 +83,21 @@ def test_unknown_kid_flood_causes_one_fetch_per_cooldown_single_flight() -> None
         assert issuer.jwks_fetches == 1
 
 
-def test_rotated_key_is_found_by_an_unknown_kid_refresh() -> None:
+def test_unknown_kid_right_after_a_fetch_waits_for_the_cooldown() -> None:
     with LocalIssuer() as issuer:
-        cache = cache_for(issuer)
+        cache = cache_for(issuer, AUTH0_JWKS_COOLDOWN="30")
         cache.get(issuer.current_key.kid)
         new = issuer.rotate()
+        assert cache.get(new.kid) is None
+        assert issuer.jwks_fetches == 1
+
+
+def test_rotated_key_is_found_by_an_unknown_kid_refresh() -> None:
+    with LocalIssuer() as issuer:
+        cache = cache_for(issuer, AUTH0_JWKS_COOLDOWN="0.5")
+        cache.get(issuer.current_key.kid)
+        new = issuer.rotate()
+        time.sleep(0.6)
         assert cache.get(new.kid) is not None
 
 
