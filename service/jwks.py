@@ -47,10 +47,26 @@ class FetchError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """A published public key with what the validator checks against, resolved once per fetch."""
+
+    key: Key
+    kty: str
+    alg: str | None
+    native: Any
+
+    @classmethod
+    def of(cls, key: Key) -> VerificationKey:
+        """Resolve the joserfc key's type, pinned algorithm and cryptography public key."""
+        alg = key.get("alg")
+        return cls(key, key.key_type, alg if isinstance(alg, str) else None, key.public_key)
+
+
+@dataclass(frozen=True, slots=True)
 class KeySet:
     """An immutable snapshot of usable verification keys."""
 
-    keys: dict[str, Key]
+    keys: dict[str, VerificationKey]
     fetched_at: float
     fresh_until: float
     generation: int
@@ -98,7 +114,7 @@ class JWKSCache:
         """Why the most recent fetch failed, if it did."""
         return self._current().last_error
 
-    def get(self, kid: str) -> Key | None:
+    def get(self, kid: str) -> VerificationKey | None:
         """Return the key for ``kid``, fetching as the rules allow; None means unknown kid.
 
         Raises ``FetchError`` when no key set has ever been obtained.
@@ -214,7 +230,7 @@ class JWKSCache:
                 state.inflight = None
             event.set()
 
-    def _fetch(self, state: _State) -> tuple[dict[str, Key], float]:
+    def _fetch(self, state: _State) -> tuple[dict[str, VerificationKey], float]:
         """Resolve the JWKS URI (discovery, then Auth0's fixed path) and fetch the keys."""
         uri = state.jwks_uri
         if uri is None:
@@ -272,7 +288,7 @@ class JWKSCache:
         return body, int(match.group(1)) if match else None
 
 
-def parse_jwks(body: bytes, algorithms: tuple[str, ...]) -> dict[str, Key]:
+def parse_jwks(body: bytes, algorithms: tuple[str, ...]) -> dict[str, VerificationKey]:
     """Import the usable public signing keys of a JWKS document (RFC 7517 §5)."""
     try:
         doc = json.loads(body)
@@ -281,11 +297,11 @@ def parse_jwks(body: bytes, algorithms: tuple[str, ...]) -> dict[str, Key]:
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise FetchError("JWKS has no 'keys' array")
     wanted_kty = {_KTY_FOR_ALG_PREFIX[a[:2]] for a in algorithms}
-    keys: dict[str, Key] = {}
+    keys: dict[str, VerificationKey] = {}
     for entry in doc["keys"]:
         key = _usable_key(entry, wanted_kty, algorithms)
         if key is not None and entry["kid"] not in keys:
-            keys[entry["kid"]] = key
+            keys[entry["kid"]] = VerificationKey.of(key)
     if not keys:
         raise FetchError("JWKS holds no usable signing key")
     return keys

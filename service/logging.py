@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+import orjson
 import structlog
 from gunicorn.glogging import Logger as _GunicornBaseLogger
 
@@ -33,7 +34,12 @@ def _renderer(log_format: str) -> Any:
     """JSON for machines, a console renderer for people."""
     if log_format == "console":
         return structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-    return structlog.processors.JSONRenderer()
+    return structlog.processors.JSONRenderer(serializer=_orjson_text)
+
+
+def _orjson_text(obj: Any, default: Any = None, **_kw: Any) -> str:
+    """orjson, returned as str: ProcessorFormatter and WriteLogger both need text (trap 15)."""
+    return orjson.dumps(obj, default=default).decode()
 
 
 def configure(log_format: str = "json", level: str = "INFO") -> None:

@@ -8,10 +8,8 @@ its expiry and the freshness of the key set that verified it.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
-import json
 import math
 import re
 import threading
@@ -20,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from authlib.oauth2.rfc6750 import BearerTokenValidator
-from joserfc.jwk import Key
+from cryptography.exceptions import InvalidSignature
+from joserfc._rfc7518.jws_algs import _RSAAlgModel
 from joserfc.jws import JWSRegistry
 
 from .config import Settings
@@ -31,12 +31,17 @@ from .errors import InvalidTokenError
 from .errors import KeysUnavailableError
 from .jwks import FetchError
 from .jwks import JWKSCache
+from .jwks import VerificationKey
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_TO_STANDARD_B64 = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
 _KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
 #: RFC 8725 §3.5 / RFC 7515 §4.1.2-6: keys named by the token itself are never trusted.
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: RFC 9068 §2.1 uses "at+jwt"; Auth0's default profile sends "JWT" (RFC 7519 §5.1).
+#: Distinct token headers remembered parsed (a handful per issuer key; bounded against floods).
+_HEADER_CACHE_SIZE = 256
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
 
@@ -98,10 +103,11 @@ class TokenVerifier:
         self._settings = settings
         self._jwks = jwks
         self._algorithms = frozenset(settings.algorithms)
-        self._jws_algs = {alg: JWSRegistry.algorithms[alg] for alg in settings.algorithms}
+        self._signature_checks = {alg: _signature_check(alg) for alg in settings.algorithms}
         self._cache: dict[bytes, _CacheEntry] = {}
         self._cache_size = settings.token_cache_size
         self._cache_lock = threading.Lock()
+        self._headers: dict[str, dict[str, Any]] = {}
 
     @property
     def jwks(self) -> JWKSCache:
@@ -152,7 +158,12 @@ class TokenVerifier:
                 raise _deny("malformed", "Encrypted (JWE) tokens are not accepted.")
             raise _deny("malformed", "The access token is not a compact JWS.")
         header_b64, payload_b64, signature_b64 = token.split(".")
-        header = _decode_json(header_b64, "header")
+        # Every token of an issuer key shares one header: parse each distinct one once.
+        header = self._headers.get(header_b64)
+        if header is None:
+            header = _decode_json(header_b64, "header")
+            if len(self._headers) < _HEADER_CACHE_SIZE:
+                self._headers[header_b64] = header
         alg = header.get("alg")
         # RFC 8725 §3.1: only allow-listed algorithms, decided before any key is touched.
         if not isinstance(alg, str) or alg not in self._algorithms:
@@ -181,7 +192,7 @@ class TokenVerifier:
         fresh_until = keyset.fresh_until if keyset is not None else 0.0
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
         try:
-            valid = self._jws_algs[alg].verify(signing_input, signature, key)
+            valid = self._signature_checks[alg](signing_input, signature, key)
         except (ValueError, TypeError):
             valid = False
         if not valid:
@@ -232,7 +243,7 @@ class TokenVerifier:
             raise _deny("bad_claims", "The token's 'permissions' claim has the wrong type.")
         return float(exp)
 
-    def _key(self, kid: str, alg: str) -> Key:
+    def _key(self, kid: str, alg: str) -> VerificationKey:
         """Find the verification key for ``kid`` and check it fits ``alg``."""
         try:
             key = self._jwks.get(kid)
@@ -241,9 +252,35 @@ class TokenVerifier:
         if key is None:
             raise _deny("unknown_kid", "The token was signed with an unknown key.")
         # RFC 8725 §3.1: the key type and the JWK's own alg must agree with the token's alg.
-        if key.key_type != _KTY_FOR_ALG_PREFIX[alg[:2]] or key.get("alg", alg) != alg:
+        if key.kty != _KTY_FOR_ALG_PREFIX[alg[:2]] or (key.alg is not None and key.alg != alg):
             raise _deny("bad_alg", "The token's algorithm does not match its key.")
         return key
+
+
+def _signature_check(alg: str) -> Callable[[bytes, bytes, VerificationKey], bool]:
+    """The verify function for ``alg``, from joserfc's JWS algorithm registry (RFC 7518 §3).
+
+    For RSA algorithms the joserfc model's padding and hash are applied to the pre-resolved
+    public key directly: the same operation as ``model.verify`` without re-resolving the key on
+    every call (this is the hot path of every uncached token).
+    """
+    model = JWSRegistry.algorithms[alg]
+    if isinstance(model, _RSAAlgModel):
+        pad, digest = model.padding, model.hash_alg()
+
+        def rsa_check(message: bytes, signature: bytes, key: VerificationKey) -> bool:
+            try:
+                key.native.verify(signature, message, pad, digest)
+            except InvalidSignature:
+                return False
+            return True
+
+        return rsa_check
+
+    def generic_check(message: bytes, signature: bytes, key: VerificationKey) -> bool:
+        return bool(model.verify(message, signature, key.key))
+
+    return generic_check
 
 
 def _is_time(value: Any) -> bool:
@@ -253,10 +290,12 @@ def _is_time(value: Any) -> bool:
 
 def _b64decode(segment: str) -> bytes:
     """Strict base64url decoding (RFC 7515 §2: no padding, URL-safe alphabet only)."""
-    if not _SEGMENT.fullmatch(segment):
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
         raise _deny("malformed", "The access token is not valid base64url.")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        # bytes.translate runs in C; str.translate would cost a dict lookup per character.
+        data = segment.encode("ascii").translate(_TO_STANDARD_B64) + _PADDING[len(segment) % 4]
+        return binascii.a2b_base64(data)
     except (binascii.Error, ValueError):
         raise _deny("malformed", "The access token is not valid base64url.") from None
 
@@ -265,8 +304,8 @@ def _decode_json(segment: str, part: str) -> dict[str, Any]:
     """Decode a base64url JSON object segment of the token."""
     raw = _b64decode(segment)
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
+        value = orjson.loads(raw)
+    except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
         raise _deny("malformed", f"The token {part} is not valid JSON.") from None
     if not isinstance(value, dict):
         raise _deny("malformed", f"The token {part} is not a JSON object.")
