@@ -18,6 +18,15 @@ SUPPORTED_ALGORITHMS: Final = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
 )
 
+#: Which JWK key type serves which JWS algorithm family (RFC 7518 §3.1).
+_KEY_TYPES: Final = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
+
+
+def key_type_for(alg: str) -> str:
+    """The JWK ``kty`` that can verify a JWS algorithm."""
+    return _KEY_TYPES[alg[:2]]
+
+
 #: The permission that `/api/private-scoped` requires.
 REQUIRED_PERMISSION: Final = "read:messages"
 

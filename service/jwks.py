@@ -30,9 +30,8 @@ from joserfc.jwk import import_key
 from .config import Settings
 from .config import discovery_url
 from .config import fallback_jwks_url
+from .config import key_type_for
 
-#: Which JWK key type serves which JWS algorithm family (RFC 7518 §3.1).
-_KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 #: The only URL schemes we fetch from; urllib would otherwise also open file:// and ftp://.
 _SCHEMES = ("http://", "https://")
@@ -296,7 +295,7 @@ def parse_jwks(body: bytes, algorithms: tuple[str, ...]) -> dict[str, Verificati
         raise FetchError("JWKS is not valid JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise FetchError("JWKS has no 'keys' array")
-    wanted_kty = {_KTY_FOR_ALG_PREFIX[a[:2]] for a in algorithms}
+    wanted_kty = {key_type_for(a) for a in algorithms}
     keys: dict[str, VerificationKey] = {}
     for entry in doc["keys"]:
         key = _usable_key(entry, wanted_kty, algorithms)

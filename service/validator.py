@@ -25,6 +25,7 @@ from joserfc._rfc7518.jws_algs import _RSAAlgModel
 from joserfc.jws import JWSRegistry
 
 from .config import Settings
+from .config import key_type_for
 from .errors import REALM
 from .errors import InsufficientScopeError
 from .errors import InvalidTokenError
@@ -36,7 +37,6 @@ from .jwks import VerificationKey
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _TO_STANDARD_B64 = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"", b"==", b"=")
-_KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
 #: RFC 8725 §3.5 / RFC 7515 §4.1.2-6: keys named by the token itself are never trusted.
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: RFC 9068 §2.1 uses "at+jwt"; Auth0's default profile sends "JWT" (RFC 7519 §5.1).
@@ -252,7 +252,7 @@ class TokenVerifier:
         if key is None:
             raise _deny("unknown_kid", "The token was signed with an unknown key.")
         # RFC 8725 §3.1: the key type and the JWK's own alg must agree with the token's alg.
-        if key.kty != _KTY_FOR_ALG_PREFIX[alg[:2]] or (key.alg is not None and key.alg != alg):
+        if key.kty != key_type_for(alg) or (key.alg is not None and key.alg != alg):
             raise _deny("bad_alg", "The token's algorithm does not match its key.")
         return key
 
