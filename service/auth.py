@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
-from authlib.oauth2.rfc6749 import JsonRequest
 from flask import Flask
 from flask import Response
 from flask import current_app
@@ -71,14 +70,27 @@ class Protector(ResourceProtector):
         return token
 
     def acquire_token(self, scopes: list[str] | None = None, **kwargs: Any) -> AccessToken:
-        """Validate the current request; a light request wrapper avoids building the full URL."""
-        if "access_token" in request.args:
-            # RFC 6750 §2.3 URI tokens leak into logs and caches; only the header is accepted.
+        """Validate the current request, reading only what bearer authentication needs."""
+        environ = request.environ
+        # RFC 6750 §2.3 URI tokens leak into logs and caches; only the header is accepted.
+        if "access_token" in environ.get("QUERY_STRING", "") and "access_token" in request.args:
             raise InvalidRequestError("Send the access token in the Authorization header only.")
-        wrapped = JsonRequest(request.method, request.path, request.headers)
-        token = self.validate_request(scopes, wrapped)
+        token = self.validate_request(scopes, _BearerRequest(environ.get("HTTP_AUTHORIZATION")))
         g.authlib_server_oauth2_token = token
         return token
+
+
+class _BearerRequest:
+    """The slice of a request that bearer validation reads (Authlib's request protocol).
+
+    Authlib's FlaskJsonRequest would build the full URL and copy every header per request; the
+    Authorization header is all that RFC 6750 header authentication needs.
+    """
+
+    __slots__ = ("headers",)
+
+    def __init__(self, authorization: str | None) -> None:
+        self.headers = {"Authorization": authorization} if authorization is not None else {}
 
 
 def error_response(error: AuthError) -> Response:
