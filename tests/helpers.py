@@ -30,16 +30,22 @@ def statuses(responses: list[Response]) -> list[int]:
     return [r.status for r in responses]
 
 
-def warm(server: Server, issuer: LocalIssuer, workers: int, *, timeout: float = 10.0) -> None:
-    """Send valid requests until every worker has fetched the JWKS once (on first need)."""
+def warm(server: Server, issuer: LocalIssuer, workers: int, *, timeout: float = 15.0) -> None:
+    """Send parallel valid requests until every worker has fetched the key set at least once.
+
+    The kernel does not spread connections evenly, so a fixed number of requests can leave a
+    worker cold; each worker's jwks_fetches_total in its own multiprocess file says for sure.
+    """
     token = issuer.mint()
     deadline = time.monotonic() + timeout
+    fetched: dict[int, float] = {}
     while time.monotonic() < deadline:
-        got = statuses(get_many(server, "/api/private", [token] * 20, concurrency=10))
-        assert set(got) == {200}, got
-        if issuer.jwks_fetches >= workers:
+        got = statuses(get_many(server, "/api/private", [token] * 10 * workers, concurrency=10))
+        assert set(got) == {200}, (got, denials(server))
+        fetched = server.per_worker("jwks_fetches_total", outcome="success")
+        if len(fetched) == workers and all(v >= 1 for v in fetched.values()):
             return
-    raise AssertionError(f"only {issuer.jwks_fetches} JWKS fetches for {workers} workers")
+    raise AssertionError(f"not every worker fetched the key set: {fetched}")
 
 
 def eventually(check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
@@ -50,3 +56,10 @@ def eventually(check: Callable[[], bool], *, timeout: float, interval: float = 0
             return True
         time.sleep(interval)
     return check()
+
+
+def denials(server: Server) -> list[dict[str, object]]:
+    """The service's deny decisions and non-info records so far (for assertion messages)."""
+    return [
+        r for r in server.records() if r.get("outcome") == "deny" or r.get("level") not in ("info", "debug")
+    ][-20:]

@@ -16,6 +16,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.issuer import LocalIssuer
@@ -175,6 +176,14 @@ def child_pids(pid: int) -> list[int]:
     return sorted(children)
 
 
+def _has_loaded_app(pid: int) -> bool:
+    """True once the process has the cryptography extension mapped (it imported the service)."""
+    try:
+        return "cryptography" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 @dataclass
 class Server:
     """A running gunicorn master started by start_server()."""
@@ -207,6 +216,22 @@ class Server:
         resp = self.get("/metrics")
         assert resp.status == 200, (resp.status, resp.body[:500])
         return parse_metrics(resp.body.decode())
+
+    def per_worker(self, sample: str, **labels: str) -> dict[int, float]:
+        """One counter sample's value in each live worker, read from its multiprocess file."""
+        assert self.metrics_dir is not None, "server runs without a known multiproc dir"
+        out: dict[int, float] = {}
+        for pid in self.workers():
+            out[pid] = 0.0
+            path = self.metrics_dir / f"counter_{pid}.db"
+            if not path.exists():
+                continue
+            for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+                # key: JSON [metric name, sample name, labels, help]
+                _, name, found, *_ = json.loads(key)
+                if name == sample and all(found.get(k) == v for k, v in labels.items()):
+                    out[pid] += value
+        return out
 
     def workers(self) -> list[int]:
         """Current worker pids."""
@@ -255,6 +280,22 @@ class Server:
     def alive(self) -> bool:
         """True while the master runs."""
         return self.proc.poll() is None
+
+    def wait_booted(self, n: int, timeout: float = 20.0) -> list[int]:
+        """Wait until n workers exist and each has loaded the app.
+
+        The first booted worker answers /healthz while its siblings are still importing; until
+        they finish it takes every connection, so multi-worker tests would not spread. A worker
+        has loaded the app once the cryptography extension (joserfc's backend) is mapped.
+        """
+        deadline = time.monotonic() + timeout
+        pids: list[int] = []
+        while time.monotonic() < deadline:
+            pids = self.workers()
+            if len(pids) == n and all(_has_loaded_app(pid) for pid in pids):
+                return pids
+            time.sleep(0.05)
+        raise AssertionError(f"{n} workers not booted in {timeout}s: {pids}\n{self.output()[-3000:]}")
 
     def wait_ready(self, path: str = "/healthz", timeout: float = 20.0) -> None:
         """Poll `path` until 200; fail early (with the output) if the master exits."""
@@ -392,6 +433,8 @@ class ServerFactory:
         self.servers.append(server)
         if wait:
             server.wait_ready()
+            if workers is not None:
+                server.wait_booted(workers)
         return server
 
     def close(self) -> None:

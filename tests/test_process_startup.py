@@ -1,0 +1,77 @@
+"""Start-up of the real gunicorn process: configuration errors, CLI precedence, worker count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.issuer import LocalIssuer
+from tests.procs import ServerFactory
+from tests.procs import free_port
+from tests.procs import http_get
+from tests.procs import run_to_exit
+from tests.procs import service_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        ({"AUTH0_AUDIENCE": None}, ("AUTH0_AUDIENCE",)),
+        ({"AUTH0_AUDIENCE": ""}, ("AUTH0_AUDIENCE",)),
+        ({"AUTH0_ISSUER": None, "AUTH0_DOMAIN": None}, ("AUTH0_DOMAIN", "AUTH0_ISSUER")),
+    ],
+    ids=["audience_unset", "audience_empty", "no_domain_nor_issuer"],
+)
+def test_missing_setting_exits_with_one_clear_line(
+    issuer: LocalIssuer, tmp_path: Path, overrides: dict[str, str | None], names: tuple[str, ...]
+) -> None:
+    """Non-zero exit, exactly one line naming the variable, and no traceback."""
+    env = service_env(issuer, tmp_path / "prom", overrides)
+    code, out, err = run_to_exit(env, log_dir=tmp_path / "logs", timeout=30)
+    assert code != 0
+    output = out + err
+    assert "Traceback" not in output, output[-3000:]
+    naming = [line for line in output.splitlines() if any(name in line for name in names)]
+    assert len(naming) == 1, output[-3000:]
+
+
+def test_cli_workers_win_over_web_concurrency(issuer: LocalIssuer, gunicorn: ServerFactory) -> None:
+    """--workers on the command line beats WEB_CONCURRENCY."""
+    server = gunicorn(issuer, workers=3, env={"WEB_CONCURRENCY": "1"})
+    assert len(server.wait_workers(3)) == 3
+
+
+def test_web_concurrency_sets_worker_count(issuer: LocalIssuer, gunicorn: ServerFactory) -> None:
+    """Without --workers, WEB_CONCURRENCY decides."""
+    server = gunicorn(issuer, workers=None, env={"WEB_CONCURRENCY": "3"})
+    assert len(server.wait_workers(3)) == 3
+
+
+def test_default_worker_count_is_two(issuer: LocalIssuer, gunicorn: ServerFactory) -> None:
+    """Neither --workers nor WEB_CONCURRENCY: two workers, not a CPU-derived number."""
+    server = gunicorn(issuer, workers=None)
+    assert len(server.wait_workers(2)) == 2
+
+
+def test_cli_bind_wins_over_port(issuer: LocalIssuer, gunicorn: ServerFactory) -> None:
+    """--bind on the command line beats PORT (the config's default bind)."""
+    other = free_port()
+    server = gunicorn(issuer, workers=1, env={"PORT": str(other)})
+    assert server.get("/healthz").status == 200
+    with pytest.raises(OSError):
+        http_get(other, "/healthz", timeout=2)
+
+
+def test_starts_and_serves_public_routes_without_touching_the_issuer(
+    issuer: LocalIssuer, gunicorn: ServerFactory
+) -> None:
+    """Boot does no network I/O: health, public and metrics answer before any key is needed."""
+    server = gunicorn(issuer, workers=2)
+    assert server.get("/healthz").json() == {"status": "ok"}
+    public = server.get("/api/public")
+    assert public.status == 200 and "message" in public.json()
+    assert server.get("/metrics").status == 200
+    assert issuer.jwks_fetches == 0
