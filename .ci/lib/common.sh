@@ -1,0 +1,82 @@
+# Helpers sourced by .ci/stages/{container,compose,prometheus,k8s}.sh (bash, run from the repo root).
+# shellcheck shell=bash
+
+# The shared tooling: ../shared beside the clone (CI), else the workplace copy.
+SHARED="${SHARED:-$(cd .. && pwd)/shared}"
+[ -d "$SHARED/container" ] || SHARED=/work/shared
+CONTAINER_TOOLS="$SHARED/container"
+
+STAGE="${STAGE:-$(basename "$0" .sh)}"
+STAGE_T0=$(date +%s)
+
+log() { printf '[%s %s +%ss] %s\n' "$STAGE" "$(date +%T)" "$(( $(date +%s) - STAGE_T0 ))" "$*"; }
+die() { printf '[%s] FAILED: %s\n' "$STAGE" "$*" >&2; exit 1; }
+
+# step NAME CMD...: run CMD under errexit (a failing command inside a step function ends the
+# stage), logging its duration. Not `CMD || ...`: that would switch errexit off inside CMD.
+_STEP_NAME=""
+step() {
+  _STEP_NAME="$1"
+  shift
+  _STEP_T0=$(date +%s.%N)
+  log "-> $_STEP_NAME"
+  "$@"
+  log "<- $_STEP_NAME ($(awk -v a="$_STEP_T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s)"
+  _STEP_NAME=""
+}
+
+# step_failed: in an EXIT trap, name the step that failed (if one did).
+step_failed() {
+  [ -z "$_STEP_NAME" ] || printf '[%s] FAILED in step: %s (after %s s)\n' "$STAGE" "$_STEP_NAME" \
+    "$(awk -v a="$_STEP_T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')" >&2
+}
+
+# The Prometheus tag docker-compose.yml pins: the one source of truth for the stand-in's tag.
+prometheus_tag() {
+  sed -n 's#^[[:space:]]*image:[[:space:]]*prom/prometheus:\([^[:space:]]*\).*#\1#p' docker-compose.yml | head -n 1
+}
+
+# Container tooling (podman, stand-in python and prom/prometheus images, podman-compose); idempotent.
+container_setup() {
+  local tag
+  tag="$(prometheus_tag)"
+  [ -n "$tag" ] || die "no prom/prometheus:<tag> in docker-compose.yml"
+  WITH_PROMETHEUS=1 PROMETHEUS_TAGS="$tag" bash "$CONTAINER_TOOLS/setup.sh"
+}
+
+# apt_ensure PACKAGE...: install Debian packages that are missing (a fresh machine may lack them).
+apt_ensure() {
+  local missing=() pkg
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ "${#missing[@]}" = 0 ] && return 0
+  echo "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# venv_tool NAME: make sure .venv/bin/NAME exists (a fresh .venv may predate requirements-dev.txt).
+venv_tool() {
+  [ -x ".venv/bin/$1" ] || .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  [ -x ".venv/bin/$1" ] || die ".venv/bin/$1 missing after installing requirements-dev.txt"
+}
+
+# venv_module NAME: make sure .venv's Python can import NAME.
+venv_module() {
+  .venv/bin/python -c "import $1" 2>/dev/null \
+    || .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  .venv/bin/python -c "import $1" || die ".venv cannot import $1 after installing requirements-dev.txt"
+}
+
+# free_port: an unused loopback TCP port.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL SECONDS [STATUS]: poll until URL answers STATUS (default 200).
+wait_http() {
+  local url="$1" deadline=$(( $(date +%s) + $2 )) want="${3:-200}"
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null)" = "$want" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}

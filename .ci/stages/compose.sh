@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# CI stage "compose": the unmodified docker-compose.yml with podman-compose (shared tooling):
+# `up -d --build --wait` with zero configuration, bin/smoke against the published 127.0.0.1 ports,
+# then the prometheus service: its `api` target is up and auth_decisions_total{job="api"} equals,
+# per route and outcome, exactly the decisions bin/smoke produced; then `down`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=.ci/lib/common.sh
+. .ci/lib/common.sh
+
+PROJECT="flask-auth0-api-ci"
+WORK="$(mktemp -d /tmp/ci-compose.XXXXXX)"
+STARTED_SERVICES=0
+# Free loopback ports (the compose file publishes ${API_HOST_PORT:-3010} etc.), so a developer's
+# own stack on the default ports is left alone.
+API_HOST_PORT="$(free_port)"
+ISSUER_HOST_PORT="$(free_port)"
+PROMETHEUS_HOST_PORT="$(free_port)"
+export API_HOST_PORT ISSUER_HOST_PORT PROMETHEUS_HOST_PORT
+PROM="http://127.0.0.1:$PROMETHEUS_HOST_PORT"
+# COMPOSE_TOOL=docker runs the same checks with Docker Compose v2 (needs WITH_COMPOSE_V2=1 setup).
+COMPOSE_TOOL="${COMPOSE_TOOL:-podman-compose}"
+COMPOSE_NAME="$COMPOSE_TOOL"
+[ "$COMPOSE_TOOL" != docker ] || COMPOSE_NAME="docker compose"
+DOWN_DONE=0
+# Zero configuration: an empty env file instead of a developer's .env, and no AUTH0_*/*_HOST_PORT
+# overrides from the calling shell beyond the ports chosen above.
+: > "$WORK/empty.env"
+unset AUTH0_DOMAIN AUTH0_ISSUER AUTH0_AUDIENCE AUTH0_JWKS_URI LOG_FORMAT LOG_LEVEL CORS_ALLOWED_ORIGINS WEB_CONCURRENCY
+compose() {
+  local args=(-p "$PROJECT" --env-file "$WORK/empty.env")
+  if [ "$COMPOSE_TOOL" = docker ]; then docker compose "${args[@]}" "$@"; else podman-compose "${args[@]}" "$@"; fi
+}
+
+cleanup() {
+  local rc=$?
+  step_failed
+  if [ "$rc" != 0 ]; then
+    echo "----- compose ps / logs (last 30 lines each) -----" >&2
+    compose ps >&2 2>&1 || true
+    for svc in api issuer prometheus; do
+      compose logs --tail 30 "$svc" >&2 2>&1 || true
+    done
+  fi
+  [ "$DOWN_DONE" = 1 ] || compose down -v -t 30 >/dev/null 2>&1 || true
+  # Only stop the background helpers if this stage started them.
+  if [ "$STARTED_SERVICES" = 1 ]; then bash "$CONTAINER_TOOLS/services.sh" stop >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "container tooling (shared setup.sh)" container_setup
+
+start_services() {
+  local status
+  status="$(bash "$CONTAINER_TOOLS/services.sh" status)"
+  if [[ "$status" == *"healthcheck-pump: running"* ]]; then
+    echo "background services already running (left as they are)"
+  else
+    STARTED_SERVICES=1
+    bash "$CONTAINER_TOOLS/services.sh" start
+  fi
+}
+step "services.sh start (healthcheck pump, API socket)" start_services
+
+step "$COMPOSE_NAME config" compose config --quiet
+step "$COMPOSE_NAME up -d --build --wait" compose up -d --build --wait
+
+run_smoke() {
+  # pipefail (set above) keeps bin/smoke's exit status through tee.
+  bin/smoke --wait 30 --token-url "http://127.0.0.1:$ISSUER_HOST_PORT/oauth/token" \
+    "http://127.0.0.1:$API_HOST_PORT" | tee "$WORK/smoke.out"
+}
+step "bin/smoke against the compose stack" run_smoke
+
+# promql QUERY: instant query against the stack's Prometheus, JSON on stdout
+promql() { curl -fsS --max-time 5 "$PROM/api/v1/query" --data-urlencode "query=$1"; }
+
+target_up() {
+  local deadline=$(( $(date +%s) + 30 ))
+  until promql 'up{job="api"}' | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+sys.exit(0 if r and r[0]["value"][1] == "1" else 1)'; do
+    [ "$(date +%s)" -lt "$deadline" ] || { curl -fsS "$PROM/api/v1/targets"; echo; return 1; }
+    sleep 1
+  done
+  curl -fsS "$PROM/api/v1/targets" | python3 -c '
+import json, sys
+targets = json.load(sys.stdin)["data"]["activeTargets"]
+api = [t for t in targets if t["labels"]["job"] == "api"]
+assert api and api[0]["health"] == "up", api
+print("target", api[0]["scrapeUrl"], "health", api[0]["health"])'
+}
+step "Prometheus: target api is up" target_up
+
+counts_match() {
+  local deadline=$(( $(date +%s) + 30 ))
+  # The scrape interval is 5 s: poll until a scrape after the smoke run has landed.
+  until promql 'sum by (route, outcome) (auth_decisions_total{job="api"})' > "$WORK/q.json" \
+        && python3 .ci/lib/prom_counts.py "$WORK/smoke.out" "$WORK/q.json"; do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "auth_decisions_total never matched bin/smoke's counts"; return 1; }
+    sleep 2
+  done
+}
+step "Prometheus: auth_decisions_total == bin/smoke's counts" counts_match
+
+step "$COMPOSE_NAME down -v" compose down -v -t 30
+DOWN_DONE=1
+
+no_leftovers() {
+  local left
+  left="$(podman ps -a --filter "label=com.docker.compose.project=$PROJECT" --format '{{.Names}}')"
+  [ -z "$left" ] || { echo "containers left after down: $left"; return 1; }
+  left="$(podman volume ls --format '{{.Name}}' | grep "^${PROJECT}[_-]" || true)"
+  [ -z "$left" ] || { echo "volumes left after down -v: $left"; return 1; }
+  echo "no containers or volumes left"
+}
+step "nothing left behind" no_leftovers
+
+log "compose stage passed in $(( $(date +%s) - STAGE_T0 ))s"
