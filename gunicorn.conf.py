@@ -19,22 +19,39 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 else:
     _owns_metrics_dir = False
 
+
+
+def _int_env(name, default, minimum=0):
+    """An integer setting from the environment; a bad value stops start-up with one line."""
+    raw = os.environ.get(name, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        print(f"configuration error: {name}: {raw!r} must be an integer >= {minimum}", file=sys.stderr)
+        sys.exit(78)
+    return value
+
+
 wsgi_app = "service.wsgi:app"
-bind = [f"0.0.0.0:{os.environ.get('PORT', '3010')}"]
+bind = [f"0.0.0.0:{_int_env('PORT', 3010, 1)}"]
 # Explicit, never cpu_count(): inside a container that is the node's cores, not our quota.
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _int_env("WEB_CONCURRENCY", 2, 1)
 # gthread: keep-alive without a buffering proxy in front; threads overlap the rare JWKS fetch.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = _int_env("GUNICORN_THREADS", 4, 1)
 # SIGTERM budget for in-flight requests; Kubernetes grace = preStop 5 + 20 + margin.
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 20)
 timeout = 30
 # Longer than typical load-balancer idle timeouts would need 65+ s; direct clients are fine at 5.
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+keepalive = _int_env("GUNICORN_KEEPALIVE", 5)
 # Recycling workers would leave metric files behind forever (prometheus/client_python#275).
 max_requests = 0
-# Auth0 tokens with many RBAC permissions outgrow gunicorn's 8190-byte header default.
-limit_request_field_size = 16384
+# Auth0 tokens with many RBAC permissions outgrow gunicorn's 8190-byte header default, and an
+# oversized token must reach the app to get its RFC 6750 401 (AUTH0_MAX_TOKEN_BYTES) rather than
+# gunicorn's HTML 431. 256 KiB per field bounds the memory a request's headers can take.
+limit_request_field_size = 262144
 # Heartbeat files in RAM: works with a read-only root filesystem.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # gunicorn >= 25.1 opens a control socket under $HOME, which is read-only in the container.

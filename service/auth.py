@@ -73,7 +73,7 @@ class Protector(ResourceProtector):
         """Validate the current request, reading only what bearer authentication needs."""
         environ = request.environ
         # RFC 6750 §2.3 URI tokens leak into logs and caches; only the header is accepted.
-        if "access_token" in environ.get("QUERY_STRING", "") and "access_token" in request.args:
+        if environ.get("QUERY_STRING") and "access_token" in request.args:
             raise InvalidRequestError("Send the access token in the Authorization header only.")
         token = self.validate_request(scopes, _BearerRequest(environ.get("HTTP_AUTHORIZATION")))
         g.authlib_server_oauth2_token = token

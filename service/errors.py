@@ -89,8 +89,8 @@ class InsufficientScopeError(AuthError):
     def challenge(self) -> str | None:
         """Name the scope the client needs, as RFC 6750 §3 allows."""
         return (
-            f'Bearer realm="{REALM}", error="insufficient_scope", '
-            f'error_description="{self.get_error_description()}", scope="{REQUIRED_PERMISSION}"'
+            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{REQUIRED_PERMISSION}", '
+            f'error_description="{self.get_error_description()}"'
         )
 
 

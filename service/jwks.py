@@ -260,7 +260,10 @@ class JWKSCache:
             return fallback_jwks_url(issuer)
         # OIDC Discovery §4.3: the document's issuer must be identical to the one we trust.
         if doc.get("issuer") != issuer:
-            raise FetchError("discovery document names a different issuer")
+            raise FetchError(
+                f"discovery names issuer {doc.get('issuer')!r}, not {issuer!r}: AUTH0_ISSUER must "
+                "match the issuer exactly, trailing slash included"
+            )
         uri = doc.get("jwks_uri")
         if not isinstance(uri, str) or not uri.startswith(_SCHEMES):
             return fallback_jwks_url(issuer)

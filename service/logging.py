@@ -9,6 +9,7 @@ are never passed to a logger anywhere in the service.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -73,6 +74,22 @@ def configure(log_format: str = "json", level: str = "INFO") -> None:
     root.setLevel(numeric_level)
 
 
+#: What a credential looks like inside someone else's message (gunicorn echoes rejected request
+#: lines and headers verbatim): a JWT, a Bearer/Basic value, or the Authorization header's name.
+_CREDENTIALS = re.compile(
+    r"eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*)*|(?:bearer|basic)\s*[^\s'\",]*|authorization",
+    re.IGNORECASE,
+)
+
+
+def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Blank out credentials in third-party log messages; our own events never carry them."""
+    message = event.get("event")
+    if isinstance(message, str) and _CREDENTIALS.search(message):
+        event["event"] = _CREDENTIALS.sub("[redacted]", message)
+    return event
+
+
 def stdout_handler(log_format: str) -> logging.Handler:
     """A stdout handler that renders stdlib records through structlog."""
     handler = logging.StreamHandler(sys.stdout)
@@ -84,6 +101,7 @@ def stdout_handler(log_format: str) -> logging.Handler:
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.ExtraAdder(),
                 _timestamper(),
+                _redact,
             ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,

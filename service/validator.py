@@ -314,7 +314,8 @@ def _decode_json(segment: str, part: str) -> dict[str, Any]:
 
 def _permissions(claims: dict[str, Any]) -> frozenset[str]:
     """Union of the space-delimited ``scope`` (RFC 8693 §4.2) and Auth0 RBAC ``permissions``."""
-    granted = set(claims.get("scope", "").split())
+    granted = set(claims.get("scope", "").split(" "))
+    granted.discard("")
     granted.update(claims.get("permissions") or ())
     return frozenset(granted)
 

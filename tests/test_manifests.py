@@ -42,9 +42,13 @@ def _string_constants(path: Path) -> set[str]:
 
 
 def _environ_reads(path: Path) -> set[str]:
-    """Names a Python file reads with ``os.environ.get("X")`` or ``os.environ["X"]``."""
+    """Names a Python file reads with ``os.environ.get("X")``, ``os.environ["X"]`` or
+    ``_int_env("X", ...)`` (gunicorn.conf.py's validating reader)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "_int_env" and node.args:
+            if isinstance(node.args[0], ast.Constant):
+                names.add(node.args[0].value)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             target, args = node.func.value, node.args
             if node.func.attr == "get" and ast.unparse(target) == "os.environ" and args:
@@ -69,12 +73,13 @@ def service_env_names() -> frozenset[str]:
 
 
 def gunicorn_default(name: str) -> str:
-    """The default gunicorn.conf.py gives an env setting: ``os.environ.get(NAME, "default")``."""
+    """The default gunicorn.conf.py gives an env setting: ``os.environ.get(NAME, default)`` or
+    ``_int_env(NAME, default)``."""
     for node in ast.walk(ast.parse((ROOT / "gunicorn.conf.py").read_text())):
         if (
             isinstance(node, ast.Call)
-            and ast.unparse(node.func) == "os.environ.get"
-            and len(node.args) == 2
+            and ast.unparse(node.func) in ("os.environ.get", "_int_env")
+            and len(node.args) >= 2
             and isinstance(node.args[0], ast.Constant)
             and node.args[0].value == name
         ):

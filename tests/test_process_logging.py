@@ -220,3 +220,24 @@ def test_console_format_is_human_readable(issuer: LocalIssuer, gunicorn: ServerF
             not_json += 1
     assert not_json == len(lines), "console format still emits JSON lines"
     assert token not in server.output()
+
+
+def test_tokens_echoed_by_gunicorn_parse_errors_are_redacted(module_issuer: LocalIssuer, gunicorn) -> None:
+    """gunicorn quotes rejected request lines and headers in its warnings; credentials are blanked."""
+    import socket
+
+    server = gunicorn(module_issuer, workers=1)
+    token = module_issuer.mint()
+    host, port = server.base_url.removeprefix("http://").split(":")
+    for raw in (
+        f"GET  /api/private?access_token={token} HTTP/1.1\r\nHost: x\r\n\r\n",
+        f"GET /api/private HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {token}\r\n\r\n",
+        f"GET /api/private HTTP/1.1\r\nHost: x\r\nX(Bearer{token}): x\r\n\r\n",
+    ):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(raw.encode())
+            assert sock.recv(64).startswith(b"HTTP/1.1 400")
+    assert len(server.wait_for_record(lambda r: "Invalid" in str(r.get("event")), timeout=5, count=3)) >= 3
+    signature = token.rsplit(".", 1)[1]
+    assert signature not in server.output()
+    assert "authorization" not in server.output().lower()
