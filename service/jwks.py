@@ -69,6 +69,8 @@ class KeySet:
     fetched_at: float
     fresh_until: float
     generation: int
+    #: When a background refresh starts: a tenth of the TTL (at most 30 s) before expiry.
+    refresh_at: float
 
 
 @dataclass(slots=True)
@@ -125,7 +127,7 @@ class JWKSCache:
             keyset = self._refresh(now, wait=FULL_WAIT)
             if keyset is None:
                 raise FetchError(state.last_error or "no key set")
-        elif now >= keyset.fresh_until - self._ahead(keyset):
+        elif now >= keyset.refresh_at:
             # Refresh ahead of expiry in the background; once actually stale, give a healthy
             # issuer a brief chance to answer so removed keys stop working on time, but never
             # hold requests hostage to a slow one: the last good set is used meanwhile.
@@ -155,10 +157,6 @@ class JWKSCache:
         if state.keyset is None:
             self._refresh(self._clock(), wait=FULL_WAIT)
         return state.keyset is not None
-
-    def _ahead(self, keyset: KeySet) -> float:
-        """How long before expiry a background refresh starts (a tenth of the TTL, <= 30 s)."""
-        return min((keyset.fresh_until - keyset.fetched_at) * 0.1, 30.0)
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -221,7 +219,8 @@ class JWKSCache:
             now = self._clock()
             with self._lock:
                 state.generation += 1
-                state.keyset = KeySet(keys, now, now + ttl, state.generation)
+                refresh_at = now + ttl - min(ttl * 0.1, 30.0)
+                state.keyset = KeySet(keys, now, now + ttl, state.generation, refresh_at)
                 state.last_error = None
             self._on_fetch("success", None)
         finally:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import binascii
 import hashlib
 import math
-import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +34,12 @@ from .jwks import FetchError
 from .jwks import JWKSCache
 from .jwks import VerificationKey
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _TO_STANDARD_B64 = bytes.maketrans(b"-_", b"+/")
-_PADDING = (b"", b"", b"==", b"=")
+_PADDING = (b"", b"=", b"==", b"=")  # length % 4 == 1 is impossible; strict mode refuses it
 #: RFC 8725 §3.5 / RFC 7515 §4.1.2-6: keys named by the token itself are never trusted.
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: RFC 9068 §2.1 uses "at+jwt"; Auth0's default profile sends "JWT" (RFC 7519 §5.1).
-#: Distinct token headers remembered parsed (a handful per issuer key; bounded against floods).
+#: Distinct valid token headers remembered checked (a handful per issuer key; bounded).
 _HEADER_CACHE_SIZE = 256
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
@@ -50,7 +49,7 @@ def _deny(reason: str, description: str) -> InvalidTokenError:
     return InvalidTokenError(description, reason=reason)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AccessToken:
     """A verified access token, shaped for Authlib's ``TokenMixin`` protocol."""
 
@@ -87,7 +86,7 @@ class AccessToken:
         return permission in self.permissions
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _CacheEntry:
     """A remembered verification and how long it may be trusted."""
 
@@ -104,10 +103,12 @@ class TokenVerifier:
         self._jwks = jwks
         self._algorithms = frozenset(settings.algorithms)
         self._signature_checks = {alg: _signature_check(alg) for alg in settings.algorithms}
-        self._cache: dict[bytes, _CacheEntry] = {}
+        # Insertion-ordered, oldest evicted first; OrderedDict pops its head in O(1) where a
+        # plain dict's next(iter()) would rescan the slots freed by earlier evictions.
+        self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
         self._cache_size = settings.token_cache_size
         self._cache_lock = threading.Lock()
-        self._headers: dict[str, dict[str, Any]] = {}
+        self._headers: dict[str, tuple[str, str]] = {}
 
     @property
     def jwks(self) -> JWKSCache:
@@ -148,38 +149,24 @@ class TokenVerifier:
         cache = self._cache
         with self._cache_lock:
             while len(cache) >= self._cache_size:
-                cache.pop(next(iter(cache)))
+                cache.popitem(last=False)
             cache[digest] = entry
 
     def _verify_fully(self, token: str) -> tuple[AccessToken, int, float]:
         """The full check; returns the token and the key set generation and freshness used."""
-        if token.count(".") != 2:
-            if token.count(".") == 4:
+        parts = token.split(".")
+        if len(parts) != 3:
+            if len(parts) == 5:
                 raise _deny("malformed", "Encrypted (JWE) tokens are not accepted.")
             raise _deny("malformed", "The access token is not a compact JWS.")
-        header_b64, payload_b64, signature_b64 = token.split(".")
-        # Every token of an issuer key shares one header: parse each distinct one once.
-        header = self._headers.get(header_b64)
-        if header is None:
-            header = _decode_json(header_b64, "header")
+        header_b64, payload_b64, signature_b64 = parts
+        # Every token of an issuer key shares one header: check each distinct one once.
+        checked = self._headers.get(header_b64)
+        if checked is None:
+            checked = self._check_header(_decode_json(header_b64, "header"))
             if len(self._headers) < _HEADER_CACHE_SIZE:
-                self._headers[header_b64] = header
-        alg = header.get("alg")
-        # RFC 8725 §3.1: only allow-listed algorithms, decided before any key is touched.
-        if not isinstance(alg, str) or alg not in self._algorithms:
-            raise _deny("bad_alg", "The token's signing algorithm is not accepted.")
-        for name in _KEY_BEARING_HEADERS:
-            if name in header:
-                raise _deny("bad_header", "Tokens that carry their own keys are not accepted.")
-        # RFC 7515 §4.1.11: we understand no extensions, so any 'crit' must be refused.
-        if "crit" in header:
-            raise _deny("bad_header", "The token uses critical header extensions.")
-        typ = header.get("typ")
-        if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP):
-            raise _deny("bad_typ", "The token type is not an access token.")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise _deny("bad_header", "The token has no key id.")
+                self._headers[header_b64] = checked
+        alg, kid = checked
         claims = _decode_json(payload_b64, "payload")
         now = time.time()
         expires_at = self._check_claims(claims, now)
@@ -200,6 +187,26 @@ class TokenVerifier:
         permissions = _permissions(claims)
         access_token = AccessToken(claims, kid, permissions, expires_at, self._settings.leeway)
         return access_token, generation, fresh_until
+
+    def _check_header(self, header: dict[str, Any]) -> tuple[str, str]:
+        """Check the JOSE header (RFC 7515 §4, RFC 8725 §3); return its alg and kid."""
+        alg = header.get("alg")
+        # RFC 8725 §3.1: only allow-listed algorithms, decided before any key is touched.
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise _deny("bad_alg", "The token's signing algorithm is not accepted.")
+        for name in _KEY_BEARING_HEADERS:
+            if name in header:
+                raise _deny("bad_header", "Tokens that carry their own keys are not accepted.")
+        # RFC 7515 §4.1.11: we understand no extensions, so any 'crit' must be refused.
+        if "crit" in header:
+            raise _deny("bad_header", "The token uses critical header extensions.")
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP):
+            raise _deny("bad_typ", "The token type is not an access token.")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _deny("bad_header", "The token has no key id.")
+        return alg, kid
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> float:
         """Check registered claims (RFC 7519 §4.1, RFC 9068 §4); return ``exp``."""
@@ -289,14 +296,16 @@ def _is_time(value: Any) -> bool:
 
 
 def _b64decode(segment: str) -> bytes:
-    """Strict base64url decoding (RFC 7515 §2: no padding, URL-safe alphabet only)."""
-    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+    """Strict base64url decoding (RFC 7515 §2: URL-safe alphabet, no padding)."""
+    # '+', '/' and '=' would pass the translation below, so they are refused first; strict
+    # mode then rejects every other character outside the alphabet (and impossible lengths).
+    if not segment or "+" in segment or "/" in segment or "=" in segment:
         raise _deny("malformed", "The access token is not valid base64url.")
     try:
         # bytes.translate runs in C; str.translate would cost a dict lookup per character.
         data = segment.encode("ascii").translate(_TO_STANDARD_B64) + _PADDING[len(segment) % 4]
-        return binascii.a2b_base64(data)
-    except (binascii.Error, ValueError):
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
         raise _deny("malformed", "The access token is not valid base64url.") from None
 
 
