@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Flask
+from flask import Response
+from flask import request
 from flask_cors import CORS
 
 from . import auth
@@ -34,4 +38,24 @@ def create_app(settings: Settings | None = None) -> Flask:
         expose_headers=["WWW-Authenticate", "X-Request-ID", "Retry-After"],
         max_age=600,
     )
+    hooks = app.after_request_funcs[None]
+    for index, hook in enumerate(hooks):
+        if getattr(hook, "__name__", "") == "cors_after_request":
+            hooks[index] = _only_cross_origin(hook)
     return app
+
+
+def _only_cross_origin(cors_hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
+    """Run flask-cors's hook only for requests that carry an Origin (browsers' CORS requests).
+
+    Without an Origin there is nothing for CORS to answer; skipping the hook saves its work on
+    every server-to-server call. ``Vary: Origin`` keeps shared caches honest either way.
+    """
+
+    def after_request(response: Response) -> Response:
+        if "HTTP_ORIGIN" in request.environ:
+            return cors_hook(response)
+        response.headers.add("Vary", "Origin")
+        return response
+
+    return after_request

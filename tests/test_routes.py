@@ -158,3 +158,14 @@ def test_metrics_labels_use_route_templates_not_raw_paths(client) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     assert "secret-user-123" not in text
     assert 'route="unmatched"' in text
+
+
+def test_requests_without_origin_get_vary_but_no_cors_headers(client) -> None:
+    response = client.get("/api/public")
+    assert "Origin" in response.headers.get("Vary", "")
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_generated_request_ids_are_unique(client) -> None:
+    ids = {client.get("/api/public").headers["X-Request-ID"] for _ in range(200)}
+    assert len(ids) == 200
