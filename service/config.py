@@ -57,7 +57,7 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
     ),
     "AUTH0_TOKEN_CACHE_SIZE": (
         "10000",
-        "verified-token cache entries per worker (~1 KiB each); 0 turns the cache off.",
+        "verified-token cache entries per worker (~1.6 KiB each); 0 turns the cache off.",
     ),
     "CORS_ALLOWED_ORIGINS": (
         "*",
