@@ -39,22 +39,17 @@ def test_stale_key_set_is_refreshed_without_dropping_it() -> None:
         assert issuer.wait_for_fetches(2)
 
 
-def test_cache_control_max_age_caps_the_ttl() -> None:
+@pytest.mark.parametrize(
+    "cache_control, expected_ttl",
+    [("public, max-age=1", 1.0), ("max-age=86400", 600.0), ("no-cache", 600.0), ("max-age=0", 1.0)],
+)
+def test_cache_control_max_age_caps_but_never_extends_the_ttl(cache_control: str, expected_ttl: float) -> None:
     with LocalIssuer() as issuer:
-        issuer.cache_control = "public, max-age=1"
+        issuer.cache_control = cache_control
         cache = cache_for(issuer, AUTH0_JWKS_TTL="600")
         cache.get(issuer.current_key.kid)
         keyset = cache.keyset
-        assert keyset is not None and keyset.fresh_until - keyset.fetched_at == pytest.approx(1.0)
-
-
-def test_larger_cache_control_max_age_does_not_extend_the_ttl() -> None:
-    with LocalIssuer() as issuer:
-        issuer.cache_control = "max-age=86400"
-        cache = cache_for(issuer, AUTH0_JWKS_TTL="600")
-        cache.get(issuer.current_key.kid)
-        keyset = cache.keyset
-        assert keyset is not None and keyset.fresh_until - keyset.fetched_at == pytest.approx(600.0)
+        assert keyset is not None and keyset.fresh_until - keyset.fetched_at == pytest.approx(expected_ttl)
 
 
 def test_unknown_kid_flood_causes_one_fetch_per_cooldown_single_flight() -> None:
