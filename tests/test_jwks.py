@@ -43,7 +43,7 @@ def test_stale_key_set_is_refreshed_without_dropping_it() -> None:
     "cache_control, expected_ttl",
     [("public, max-age=1", 1.0), ("max-age=86400", 600.0), ("no-cache", 600.0), ("max-age=0", 1.0)],
 )
-def test_cache_control_max_age_caps_but_never_extends_the_ttl(cache_control: str, expected_ttl: float) -> None:
+def test_cache_control_max_age_caps_but_never_extends_the_ttl(cache_control: str, expected_ttl: float):
     with LocalIssuer() as issuer:
         issuer.cache_control = cache_control
         cache = cache_for(issuer, AUTH0_JWKS_TTL="600")
