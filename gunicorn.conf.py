@@ -18,6 +18,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _owns_metrics_dir = True
 else:
     _owns_metrics_dir = False
+# Exists before anything loads the app (also for `--check-config`, which skips on_starting).
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 
