@@ -80,3 +80,15 @@ wait_http() {
     sleep 0.5
   done
 }
+
+# Poll Prometheus (through the calling stage's `promql` function) until
+# sum by (route, outcome) (auth_decisions_total) equals the counts bin/smoke printed.
+# Usage: wait_for_smoke_counts SMOKE_OUTPUT WORKDIR SECONDS
+wait_for_smoke_counts() {
+  local deadline=$(( $(date +%s) + $3 ))
+  until promql 'sum by (route, outcome) (auth_decisions_total{job="api"})' > "$2/q.json" \
+        && python3 .ci/lib/prom_counts.py "$1" "$2/q.json"; do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "auth_decisions_total never matched bin/smoke's counts"; return 1; }
+    sleep 1
+  done
+}

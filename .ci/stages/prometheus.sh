@@ -141,11 +141,7 @@ scraped() {
     sleep 1
   done
   echo "target api up"
-  until promql 'sum by (route, outcome) (auth_decisions_total{job="api"})' > "$WORK/q.json" \
-        && python3 .ci/lib/prom_counts.py "$WORK/smoke.out" "$WORK/q.json"; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "auth_decisions_total never matched bin/smoke's counts"; return 1; }
-    sleep 1
-  done
+  wait_for_smoke_counts "$WORK/smoke.out" "$WORK" $(( deadline - $(date +%s) ))
 }
 step "Prometheus API: target up, auth_decisions_total == bin/smoke's counts" scraped
 
