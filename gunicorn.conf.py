@@ -41,7 +41,8 @@ bind = [f"0.0.0.0:{_int_env('PORT', 3010, 1)}"]
 # Explicit, never cpu_count(): inside a container that is the node's cores, not our quota.
 workers = _int_env("WEB_CONCURRENCY", 2, 1)
 # gthread: keep-alive without a buffering proxy in front; threads overlap the rare JWKS fetch.
-worker_class = "gthread"
+# Our subclass only changes how gunicorn answers HTTP it cannot parse (JSON, X-Request-ID).
+worker_class = "service.gworker.Worker"
 threads = _int_env("GUNICORN_THREADS", 4, 1)
 # SIGTERM budget for in-flight requests; Kubernetes grace = preStop 5 + 20 + margin.
 graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 20)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -22,6 +23,9 @@ from gunicorn.glogging import Logger as _GunicornBaseLogger
 REQUEST_ID_ENVIRON_KEY = "service.request_id"
 #: WSGI environ key where the app leaves the matched route template for the access line.
 ROUTE_ENVIRON_KEY = "service.route"
+
+#: The request id of a request gunicorn itself refused (set by service.gworker, per thread).
+parse_error_context = threading.local()
 
 _configured: tuple[str, str] | None = None
 
@@ -163,7 +167,8 @@ class GunicornLogger(_GunicornBaseLogger):
         status = getattr(resp, "status_code", None) or str(resp.status).split(None, 1)[0]
         self._access.info(
             "http_request",
-            request_id=environ.get(REQUEST_ID_ENVIRON_KEY),
+            request_id=environ.get(REQUEST_ID_ENVIRON_KEY)
+            or getattr(parse_error_context, "request_id", None),
             method=environ.get("REQUEST_METHOD"),
             path=environ.get("PATH_INFO"),
             route=environ.get(ROUTE_ENVIRON_KEY),

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
-import secrets
 import time
 
 import structlog
@@ -17,6 +14,7 @@ from flask import request
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
+from .ids import new_request_id
 from .logging import REQUEST_ID_ENVIRON_KEY
 from .logging import ROUTE_ENVIRON_KEY
 from .logging import get_logger
@@ -29,26 +27,10 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 log = get_logger("service.http")
 
-_ids: tuple[int, str, itertools.count[int]] | None = None
-
-
-def _new_id() -> str:
-    """A 32-hex-digit id: a random per-process prefix and a counter.
-
-    As unique as a uuid4 in practice without a getrandom() syscall per request; the prefix is
-    drawn again in a forked child so workers never share a sequence.
-    """
-    global _ids
-    ids = _ids
-    if ids is None or ids[0] != os.getpid():
-        ids = _ids = (os.getpid(), secrets.token_hex(8), itertools.count())
-    return f"{ids[1]}{next(ids[2]):016x}"
-
-
 def _start() -> None:
     """Adopt or mint the request id and bind it to every log line of this request."""
     incoming = request.environ.get("HTTP_X_REQUEST_ID")
-    request_id = incoming if incoming and _WELL_FORMED.fullmatch(incoming) else _new_id()
+    request_id = incoming if incoming and _WELL_FORMED.fullmatch(incoming) else new_request_id()
     g.request_id = request_id
     g.started = time.perf_counter()
     request.environ[REQUEST_ID_ENVIRON_KEY] = request_id

@@ -241,3 +241,25 @@ def test_tokens_echoed_by_gunicorn_parse_errors_are_redacted(module_issuer: Loca
     signature = token.rsplit(".", 1)[1]
     assert signature not in server.output()
     assert "authorization" not in server.output().lower()
+
+
+def test_http_that_gunicorn_rejects_gets_json_with_a_request_id(module_issuer: LocalIssuer, gunicorn) -> None:
+    """Malformed HTTP never reaches Flask; the answer is still JSON, carries an id, echoes nothing."""
+    import socket
+
+    server = gunicorn(module_issuer, workers=1)
+    token = module_issuer.mint()
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"GET /api/private HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {token}\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(4096):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    request_id = re.search(rb"X-Request-ID: ([0-9a-f]{32})", head)
+    assert request_id is not None
+    assert json.loads(body)["error"] == "invalid_request"
+    assert token.encode() not in raw
+    records = server.wait_for_record(lambda r: r.get("request_id") == request_id.group(1).decode())
+    assert records and "Invalid" in records[0]["event"]
