@@ -1,12 +1,19 @@
 """gunicorn settings for the API: flat values, each surprising one with its reason.
 
 Precedence: these values < GUNICORN_CMD_ARGS < command-line flags (so --bind/--workers win).
+Defaults of the environment variables read here are pinned, with reasons, in service.config.
 """
 
 import os
 import shutil
 import sys
 import tempfile
+
+# service.config is stdlib-only: importing it here loads neither Flask nor prometheus_client.
+from service.config import ConfigError
+from service.config import Settings
+from service.config import log_settings
+from service.config import server_int
 
 # Multiprocess metrics are chosen when prometheus_client is first imported, so the directory must
 # be in the environment before any worker loads the app (the Dockerfile and Kubernetes set it;
@@ -22,33 +29,31 @@ else:
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
+def _fail(error):
+    """Stop start-up with one line naming the setting, not a traceback."""
+    print(f"configuration error: {error}", file=sys.stderr, flush=True)
+    # os._exit: also from inside the arbiter's hooks, which would otherwise log a traceback.
+    os._exit(78)
 
-def _int_env(name, default, minimum=0):
-    """An integer setting from the environment; a bad value stops start-up with one line."""
-    raw = os.environ.get(name, "").strip() or str(default)
+
+def _int_env(name, minimum=0):
+    """An integer setting, its default pinned in service.config.DEFAULTS."""
     try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        print(f"configuration error: {name}: {raw!r} must be an integer >= {minimum}", file=sys.stderr)
-        sys.exit(78)
-    return value
+        return server_int(os.environ, name, minimum=minimum)
+    except ConfigError as error:
+        _fail(error)
 
 
 wsgi_app = "service.wsgi:app"
-bind = [f"0.0.0.0:{_int_env('PORT', 3010, 1)}"]
-# Explicit, never cpu_count(): inside a container that is the node's cores, not our quota.
-workers = _int_env("WEB_CONCURRENCY", 2, 1)
+bind = [f"0.0.0.0:{_int_env('PORT', 1)}"]
+workers = _int_env("WEB_CONCURRENCY", 1)
 # gthread: keep-alive without a buffering proxy in front; threads overlap the rare JWKS fetch.
 # Our subclass only changes how gunicorn answers HTTP it cannot parse (JSON, X-Request-ID).
 worker_class = "service.gworker.Worker"
-threads = _int_env("GUNICORN_THREADS", 4, 1)
-# SIGTERM budget for in-flight requests; Kubernetes grace = preStop 5 + 20 + margin.
-graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 20)
+threads = _int_env("GUNICORN_THREADS", 1)
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT")
 timeout = 30
-# Longer than typical load-balancer idle timeouts would need 65+ s; direct clients are fine at 5.
-keepalive = _int_env("GUNICORN_KEEPALIVE", 5)
+keepalive = _int_env("GUNICORN_KEEPALIVE")
 # Recycling workers would leave metric files behind forever (prometheus/client_python#275).
 max_requests = 0
 # Auth0 tokens with many RBAC permissions outgrow gunicorn's 8190-byte header default, and an
@@ -63,21 +68,19 @@ proc_name = "auth0-api"
 
 accesslog = "-"
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+try:
+    loglevel = log_settings(os.environ)[1].lower()
+except ConfigError as _error:
+    _fail(_error)
 logger_class = "service.logging.GunicornLogger"
 
 
 def on_starting(server):
     """Fail fast on bad settings, then start the metrics directory empty (master, pre-fork)."""
-    from service.config import ConfigError
-    from service.config import Settings
-
     try:
         Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
-        # os._exit: a clean one-line failure, no traceback from the arbiter.
-        os._exit(78)
+    except ConfigError as error:
+        _fail(error)
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     # Files left by an earlier run (an emptyDir survives container restarts) would be summed in.
     shutil.rmtree(path, ignore_errors=True)

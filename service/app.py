@@ -23,7 +23,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Logging before Flask(): otherwise Flask attaches its own default handler.
     logging.configure(settings.log_format, settings.log_level)
     app = Flask(__name__)
-    app.config["SETTINGS"] = settings
     app.json.sort_keys = False
     requestid.init_app(app)
     auth.init_app(app, settings)

@@ -43,10 +43,10 @@ class Protector(ResourceProtector):
 
     def parse_request_authorization(self, request: Any) -> tuple[Any, str]:
         """Split ``Authorization: Bearer <token>``; refuse anything ambiguous (RFC 6750 §2.1)."""
-        auth = request.headers.get("Authorization")
-        if auth is None or not auth.strip():
+        auth = (request.headers.get("Authorization") or "").strip()
+        if not auth:
             raise MissingTokenError()
-        scheme, _, credentials = auth.strip().replace("\t", " ").partition(" ")
+        scheme, _, credentials = auth.replace("\t", " ").partition(" ")
         if scheme.lower() != "bearer":
             # Another scheme carries no bearer credentials: challenge as for a missing token.
             raise MissingTokenError()
@@ -108,7 +108,6 @@ def protected(route: str, permission: str | None = None) -> Callable[[Callable[.
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             protector: Protector = current_app.extensions["auth_protector"]
             started = time.perf_counter()
-            token: AccessToken | None = None
             try:
                 token = protector.acquire_token(scopes)
             except AuthError as error:
@@ -155,7 +154,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def _fetch_logged(outcome: str, error: str | None) -> None:
     """Count every JWKS fetch and log the failures."""
-    metrics.record_fetch(outcome, error)
+    metrics.jwks_fetch(outcome).inc()
     if error is not None:
         log.warning("jwks_fetch_failed", error=error)
     else:

@@ -65,6 +65,21 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
     ),
     "LOG_FORMAT": ("json", "JSON lines for log shippers; 'console' for humans."),
     "LOG_LEVEL": ("info", "one auth_decision line per protected request at info."),
+    # gunicorn (read by gunicorn.conf.py through server_int below):
+    "PORT": ("3010", "the quickstart's port; `--bind` on the command line wins."),
+    "WEB_CONCURRENCY": (
+        "2",
+        "explicit, never cpu_count(): in a container that is the node's cores, not our quota.",
+    ),
+    "GUNICORN_THREADS": ("4", "gthread threads per worker: overlap the rare JWKS fetch."),
+    "GUNICORN_GRACEFUL_TIMEOUT": (
+        "20",
+        "SIGTERM budget for in-flight requests; Kubernetes grace = preStop 5 + 20 + margin.",
+    ),
+    "GUNICORN_KEEPALIVE": (
+        "5",
+        "fine for direct clients; raise above a load balancer's idle timeout (65+ s for 60 s).",
+    ),
 }
 
 
@@ -106,9 +121,7 @@ class Settings:
                 f"AUTH0_ALGORITHMS: {','.join(unknown) or 'empty'} not allowed; "
                 f"choose from {','.join(sorted(SUPPORTED_ALGORITHMS))}"
             )
-        log_format = reader.get("LOG_FORMAT").lower()
-        if log_format not in ("json", "console"):
-            raise ConfigError("LOG_FORMAT: must be 'json' or 'console'")
+        log_format, log_level = log_settings(env)
         jwks_uri = env.get("AUTH0_JWKS_URI", "").strip() or None
         if jwks_uri is not None:
             _check_url("AUTH0_JWKS_URI", jwks_uri)
@@ -128,8 +141,29 @@ class Settings:
             token_cache_size=int(reader.number("AUTH0_TOKEN_CACHE_SIZE", minimum=0)),
             cors_origins=origins or ("*",),
             log_format=log_format,
-            log_level=reader.get("LOG_LEVEL").upper(),
+            log_level=log_level,
         )
+
+
+def log_settings(env: Mapping[str, str]) -> tuple[str, str]:
+    """LOG_FORMAT and LOG_LEVEL alone: gunicorn's logger needs them before the full settings."""
+    reader = _Reader(env)
+    log_format = reader.get("LOG_FORMAT").lower()
+    if log_format not in ("json", "console"):
+        raise ConfigError("LOG_FORMAT: must be 'json' or 'console'")
+    return log_format, reader.get("LOG_LEVEL").upper()
+
+
+def server_int(env: Mapping[str, str], name: str, *, minimum: int) -> int:
+    """An integer gunicorn setting (PORT, WEB_CONCURRENCY, GUNICORN_*) from ``DEFAULTS``."""
+    raw = _Reader(env).get(name)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{name}: {raw!r} must be an integer >= {minimum}")
+    return value
 
 
 class _Reader:

@@ -25,6 +25,10 @@ class AuthError(OAuth2Error):
     status_code = 401
     reason = "invalid_token"
     description = "The access token is invalid."
+    #: RFC 6750 §3: the scope a client needs, named in the challenge when set.
+    scope: str | None = None
+    #: Seconds for a Retry-After header (RFC 9110 §10.2.3), when the client should simply retry.
+    retry_after: int | None = None
 
     def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
         # Deliberately not OAuth2Error.__init__: it re-validates the description character by
@@ -43,6 +47,8 @@ class AuthError(OAuth2Error):
         params = [f'realm="{REALM}"']
         if self.error:
             params.append(f'error="{self.error}"')
+            if self.scope:
+                params.append(f'scope="{self.scope}"')
             params.append(f'error_description="{self.get_error_description()}"')
         return "Bearer " + ", ".join(params)
 
@@ -85,13 +91,7 @@ class InsufficientScopeError(AuthError):
     status_code = 403
     reason = "insufficient_scope"
     description = f"The access token lacks the '{REQUIRED_PERMISSION}' permission."
-
-    def challenge(self) -> str | None:
-        """Name the scope the client needs, as RFC 6750 §3 allows."""
-        return (
-            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{REQUIRED_PERMISSION}", '
-            f'error_description="{self.get_error_description()}"'
-        )
+    scope = REQUIRED_PERMISSION
 
 
 class KeysUnavailableError(AuthError):
@@ -116,12 +116,12 @@ class KeysUnavailableError(AuthError):
 def _render(cls: type[AuthError], description: str) -> tuple[int, bytes, Headers]:
     """Render an error class and description into response parts (cached: rejections are hot)."""
     error = cls(description)
-    body = json.dumps({"error": cls.error or "unauthorized", "error_description": description})
+    body = json.dumps(dict(error.get_body()))
     headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
     challenge = error.challenge()
     if challenge:
         headers.append(("WWW-Authenticate", challenge))
-    if cls is KeysUnavailableError or issubclass(cls, KeysUnavailableError):
+    if cls.retry_after is not None:
         headers.append(("Retry-After", str(cls.retry_after)))
     # RFC 6750 §5.3 / RFC 9111: auth failures must not be cached by intermediaries.
     headers.append(("Cache-Control", "no-store"))

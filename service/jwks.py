@@ -68,7 +68,6 @@ class KeySet:
     keys: dict[str, VerificationKey]
     fetched_at: float
     fresh_until: float
-    generation: int
     #: When a background refresh starts: a tenth of the TTL (at most 30 s) before expiry.
     refresh_at: float
 
@@ -83,7 +82,6 @@ class _State:
     last_error: str | None = None
     jwks_uri: str | None = None
     inflight: threading.Event | None = None
-    generation: int = 0
     pid: int = field(default_factory=os.getpid)
 
 
@@ -95,11 +93,11 @@ class JWKSCache:
         settings: Settings,
         *,
         on_fetch: Callable[[str, str | None], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._on_fetch = on_fetch or (lambda outcome, error: None)
-        self._clock = clock
+        # Longest anyone waits for a fetch to finish: discovery plus JWKS, each bounded.
+        self._fetch_budget = settings.http_timeout * 2 + 1
         self._lock = threading.Lock()
         self._state = _State(jwks_uri=settings.jwks_uri)
 
@@ -122,7 +120,7 @@ class JWKSCache:
         """
         state = self._current()
         keyset = state.keyset
-        now = self._clock()
+        now = time.monotonic()
         if keyset is None:
             keyset = self._refresh(now, wait=FULL_WAIT)
             if keyset is None:
@@ -155,7 +153,7 @@ class JWKSCache:
         """Try to obtain a key set if none is held (rate-limited); report whether one is held."""
         state = self._current()
         if state.keyset is None:
-            self._refresh(self._clock(), wait=FULL_WAIT)
+            self._refresh(time.monotonic(), wait=FULL_WAIT)
         return state.keyset is not None
 
     # -- fetching --------------------------------------------------------------------------
@@ -196,7 +194,7 @@ class JWKSCache:
                 target=self._fetch_into, args=(state, event), name="jwks-refresh", daemon=True
             ).start()
         if wait > 0:
-            event.wait(self._settings.http_timeout * 2 + 1 if wait == FULL_WAIT else wait)
+            event.wait(self._fetch_budget if wait == FULL_WAIT else wait)
         return state.keyset
 
     def _wait_inflight(self) -> KeySet | None:
@@ -204,7 +202,7 @@ class JWKSCache:
         state = self._current()
         event = state.inflight
         if event is not None:
-            event.wait(self._settings.http_timeout * 2 + 1)
+            event.wait(self._fetch_budget)
         return state.keyset
 
     def _fetch_into(self, state: _State, event: threading.Event) -> None:
@@ -216,11 +214,10 @@ class JWKSCache:
                 state.last_error = str(exc)
             self._on_fetch("error", str(exc))
         else:
-            now = self._clock()
+            now = time.monotonic()
+            refresh_at = now + ttl - min(ttl * 0.1, 30.0)
             with self._lock:
-                state.generation += 1
-                refresh_at = now + ttl - min(ttl * 0.1, 30.0)
-                state.keyset = KeySet(keys, now, now + ttl, state.generation, refresh_at)
+                state.keyset = KeySet(keys, now, now + ttl, refresh_at)
                 state.last_error = None
             self._on_fetch("success", None)
         finally:

@@ -9,15 +9,17 @@ are never passed to a logger anywhere in the service.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
-import time
 from typing import Any
 
 import orjson
 import structlog
 from gunicorn.glogging import Logger as _GunicornBaseLogger
+
+from .config import log_settings
 
 #: WSGI environ key where the app leaves the request id for the access line.
 REQUEST_ID_ENVIRON_KEY = "service.request_id"
@@ -45,6 +47,20 @@ def _renderer(log_format: str) -> Any:
 def _orjson_text(obj: Any, default: Any = None, **_kw: Any) -> str:
     """orjson, returned as str: ProcessorFormatter and WriteLogger both need text (trap 15)."""
     return orjson.dumps(obj, default=default).decode()
+
+
+def _logger_key(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Expose the bound logger name under the same ``logger`` key stdlib records use."""
+    name = event.pop("logger_name", None)
+    if name is not None:
+        event["logger"] = name
+    return event
+
+
+#: Tracebacks as data, without local variables: locals could hold a token.
+_tracebacks = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 
 
 def configure(log_format: str = "json", level: str = "INFO") -> None:
@@ -124,31 +140,15 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(logger_name=name)
 
 
-def _logger_key(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Expose the bound logger name under the same ``logger`` key stdlib records use."""
-    name = event.pop("logger_name", None)
-    if name is not None:
-        event["logger"] = name
-    return event
-
-
-#: Tracebacks as data, without local variables: locals could hold a token.
-_tracebacks = structlog.processors.ExceptionRenderer(
-    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-)
-
-
 class GunicornLogger(_GunicornBaseLogger):
     """gunicorn's logger: its own lines as JSON on stdout, and a structured access line."""
 
     def setup(self, cfg: Any) -> None:
         """Let gunicorn set levels, then route its loggers through our stdout handler."""
         super().setup(cfg)
-        import os
-
-        log_format = os.environ.get("LOG_FORMAT", "json").strip().lower() or "json"
-        log_format = "console" if log_format == "console" else "json"
-        configure(log_format, os.environ.get("LOG_LEVEL", "info").strip().upper() or "INFO")
+        # gunicorn.conf.py has already refused an invalid LOG_FORMAT (exit 78) by now.
+        log_format, level = log_settings(os.environ)
+        configure(log_format, level)
         handler = stdout_handler(log_format)
         for log in (self.error_log, self.access_log):
             for old in list(log.handlers):
@@ -178,7 +178,3 @@ class GunicornLogger(_GunicornBaseLogger):
             user_agent=environ.get("HTTP_USER_AGENT"),
             bytes=getattr(resp, "sent", None),
         )
-
-    def now(self) -> str:
-        """ISO timestamp (unused by our JSON lines; kept for gunicorn's own callers)."""
-        return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -71,20 +71,10 @@ http_request = _resolver(HTTP_REQUESTS)
 http_duration = _resolver(HTTP_DURATION)
 
 
-def record_fetch(outcome: str, error: str | None) -> None:
-    """Count one JWKS fetch attempt (the JWKS cache's callback)."""
-    jwks_fetch(outcome).inc()
-
-
-def multiprocess_dir() -> str | None:
-    """The multiprocess directory, when running under it."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition, aggregated over every worker when multiprocess."""
-    if multiprocess_dir():
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # A fresh registry per scrape: the global one would show only this worker's share.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -31,7 +31,6 @@ def _start() -> None:
     """Adopt or mint the request id and bind it to every log line of this request."""
     incoming = request.environ.get("HTTP_X_REQUEST_ID")
     request_id = incoming if incoming and _WELL_FORMED.fullmatch(incoming) else new_request_id()
-    g.request_id = request_id
     g.started = time.perf_counter()
     request.environ[REQUEST_ID_ENVIRON_KEY] = request_id
     structlog.contextvars.clear_contextvars()
@@ -40,7 +39,7 @@ def _start() -> None:
 
 def _finish(response: Response) -> Response:
     """Echo the request id and count the request under its route template."""
-    request_id = g.get("request_id")
+    request_id = request.environ.get(REQUEST_ID_ENVIRON_KEY)
     if request_id is not None:
         response.headers[HEADER] = request_id
     rule = request.url_rule

@@ -38,9 +38,9 @@ _TO_STANDARD_B64 = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"=", b"==", b"=")  # length % 4 == 1 is impossible; strict mode refuses it
 #: RFC 8725 §3.5 / RFC 7515 §4.1.2-6: keys named by the token itself are never trusted.
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
-#: RFC 9068 §2.1 uses "at+jwt"; Auth0's default profile sends "JWT" (RFC 7519 §5.1).
 #: Distinct valid token headers remembered checked (a handful per issuer key; bounded).
 _HEADER_CACHE_SIZE = 256
+#: RFC 9068 §2.1 uses "at+jwt"; Auth0's default profile sends "JWT" (RFC 7519 §5.1).
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
 
@@ -54,6 +54,8 @@ class AccessToken:
     """A verified access token, shaped for Authlib's ``TokenMixin`` protocol."""
 
     claims: dict[str, Any]
+    #: The published key that verified it: a cached answer lasts only while it stays current.
+    key: VerificationKey
     kid: str
     permissions: frozenset[str]
     expires_at: float
@@ -86,15 +88,6 @@ class AccessToken:
         return permission in self.permissions
 
 
-@dataclass(slots=True)
-class _CacheEntry:
-    """A remembered verification and how long it may be trusted."""
-
-    token: AccessToken
-    keyset_generation: int
-    fresh_until: float
-
-
 class TokenVerifier:
     """Checks a compact JWS access token against the issuer's keys and this API's claims."""
 
@@ -105,7 +98,7 @@ class TokenVerifier:
         self._signature_checks = {alg: _signature_check(alg) for alg in settings.algorithms}
         # Insertion-ordered, oldest evicted first; OrderedDict pops its head in O(1) where a
         # plain dict's next(iter()) would rescan the slots freed by earlier evictions.
-        self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
+        self._cache: OrderedDict[bytes, AccessToken] = OrderedDict()
         self._cache_size = settings.token_cache_size
         self._cache_lock = threading.Lock()
         self._headers: dict[str, tuple[str, str]] = {}
@@ -122,29 +115,30 @@ class TokenVerifier:
         digest = b""
         if self._cache_size:
             digest = hashlib.sha256(token.encode("latin-1")).digest()
-            entry = self._cache.get(digest)
-            if entry is not None:
-                hit = self._still_valid(entry)
-                if hit is not None:
-                    return hit
-        access_token, generation, fresh_until = self._verify_fully(token)
+            cached = self._cache.get(digest)
+            if cached is not None and self._still_valid(cached):
+                return cached
+        access_token = self._verify_fully(token)
         if self._cache_size:
-            self._remember(digest, _CacheEntry(access_token, generation, fresh_until))
+            self._remember(digest, access_token)
         return access_token
 
-    def _still_valid(self, entry: _CacheEntry) -> AccessToken | None:
-        """Return the cached token only if the full check would still accept it now."""
-        token = entry.token
-        if time.time() >= token.expires_at + token.leeway or time.monotonic() >= entry.fresh_until:
-            return None
-        keyset = self._jwks.keyset
-        if keyset is None:
-            return None
-        if keyset.generation != entry.keyset_generation and token.kid not in keyset.keys:
-            return None
-        return token
+    def _still_valid(self, token: AccessToken) -> bool:
+        """Whether the full check would still accept a cached token now.
 
-    def _remember(self, digest: bytes, entry: _CacheEntry) -> None:
+        The key that verified it must still be the current one for its kid (each fetch makes
+        new key objects, so this also ends it when the key set is replaced) and that key set
+        must be fresh; the token must be unexpired.
+        """
+        keyset = self._jwks.keyset
+        return (
+            keyset is not None
+            and keyset.keys.get(token.kid) is token.key
+            and time.monotonic() < keyset.fresh_until
+            and time.time() < token.expires_at + token.leeway
+        )
+
+    def _remember(self, digest: bytes, entry: AccessToken) -> None:
         """Insert into the bounded cache, evicting the oldest entries first."""
         cache = self._cache
         with self._cache_lock:
@@ -152,8 +146,8 @@ class TokenVerifier:
                 cache.popitem(last=False)
             cache[digest] = entry
 
-    def _verify_fully(self, token: str) -> tuple[AccessToken, int, float]:
-        """The full check; returns the token and the key set generation and freshness used."""
+    def _verify_fully(self, token: str) -> AccessToken:
+        """The full check: shape, header, claims, key and signature."""
         parts = token.split(".")
         if len(parts) != 3:
             if len(parts) == 5:
@@ -174,9 +168,6 @@ class TokenVerifier:
         if not signature:
             raise _deny("bad_signature", "The token is not signed.")
         key = self._key(kid, alg)
-        keyset = self._jwks.keyset
-        generation = keyset.generation if keyset is not None else 0
-        fresh_until = keyset.fresh_until if keyset is not None else 0.0
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
         try:
             valid = self._signature_checks[alg](signing_input, signature, key)
@@ -185,8 +176,7 @@ class TokenVerifier:
         if not valid:
             raise _deny("bad_signature", "The token signature is invalid.")
         permissions = _permissions(claims)
-        access_token = AccessToken(claims, kid, permissions, expires_at, self._settings.leeway)
-        return access_token, generation, fresh_until
+        return AccessToken(claims, key, kid, permissions, expires_at, self._settings.leeway)
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, str]:
         """Check the JOSE header (RFC 7515 §4, RFC 8725 §3); return its alg and kid."""

@@ -207,6 +207,15 @@ class Server:
         """http://127.0.0.1:PORT"""
         return f"http://127.0.0.1:{self.port}"
 
+    def send_raw(self, data: bytes) -> bytes:
+        """Send bytes as-is on a fresh connection (malformed HTTP); return all until it closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(data)
+            received = b""
+            while chunk := sock.recv(4096):
+                received += chunk
+        return received
+
     def get(self, path: str, **kwargs: Any) -> Response:
         """GET (or kwargs['method']) on this server."""
         return http_get(self.port, path, **kwargs)

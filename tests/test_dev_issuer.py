@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from dev_issuer.config import IssuerConfigError
 from dev_issuer.config import IssuerSettings
 from dev_issuer.keys import SigningKey
+from tests.procs import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 AUDIENCE = "https://api.dev.local"
@@ -36,11 +36,9 @@ GRANT = "client_credentials"
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth"}
 
 
-def _free_port() -> int:
-    """Ask the kernel for a free loopback port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _write_pem(path: Path, key: rsa.RSAPrivateKey, fmt: serialization.PrivateFormat) -> None:
+    """Write an unencrypted PEM private key, as DEV_ISSUER_KEY_FILE expects."""
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
 
 
 @dataclass
@@ -69,7 +67,7 @@ class Issuer:
 
 def _start(tmp: Path, extra_env: dict[str, str] | None = None) -> Issuer:
     """Start `python -m dev_issuer` on a free port and wait until /healthz answers."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEV_ISSUER_")}
     env.pop("AUTHLIB_INSECURE_TRANSPORT", None)
     env.update({"DEV_ISSUER_PORT": str(port), "PYTHONUNBUFFERED": "1"})
@@ -175,13 +173,7 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Issuer, R
     tmp = tmp_path_factory.mktemp("custom")
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp / "key.pem"
-    pem.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    _write_pem(pem, private, serialization.PrivateFormat.PKCS8)
     clients = {
         "svc": {"client_secret": "s3cret", "scopes": ["read:messages", "write:messages"]},
         "only-b": {"client_secret": "b-secret", "audiences": ["https://b.example"]},
@@ -467,7 +459,7 @@ def test_sigterm_exits_cleanly(tmp_path: Path) -> None:
 def test_bad_configuration_exits_with_one_line(env: dict[str, str], variable: str) -> None:
     """Misconfiguration is one clear line naming the variable and exit status 2, no traceback."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEV_ISSUER_")}
-    full_env.update({"DEV_ISSUER_PORT": str(_free_port()), **env})
+    full_env.update({"DEV_ISSUER_PORT": str(free_port()), **env})
     done = subprocess.run(
         [sys.executable, "-m", "dev_issuer"],
         cwd=REPO,
@@ -499,12 +491,6 @@ def test_settings_reject_small_key(tmp_path: Path) -> None:
     """Keys under 2048 bits are refused before joserfc would warn about them."""
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     pem = tmp_path / "small.pem"
-    pem.write_bytes(
-        small.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
+    _write_pem(pem, small, serialization.PrivateFormat.TraditionalOpenSSL)
     with pytest.raises(IssuerConfigError, match="2048"):
         SigningKey.from_pem_file(str(pem))

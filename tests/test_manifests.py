@@ -73,18 +73,11 @@ def service_env_names() -> frozenset[str]:
 
 
 def gunicorn_default(name: str) -> str:
-    """The default gunicorn.conf.py gives an env setting: ``os.environ.get(NAME, default)`` or
-    ``_int_env(NAME, default)``."""
-    for node in ast.walk(ast.parse((ROOT / "gunicorn.conf.py").read_text())):
-        if (
-            isinstance(node, ast.Call)
-            and ast.unparse(node.func) in ("os.environ.get", "_int_env")
-            and len(node.args) >= 2
-            and isinstance(node.args[0], ast.Constant)
-            and node.args[0].value == name
-        ):
-            return str(ast.literal_eval(node.args[1]))
-    raise AssertionError(f"gunicorn.conf.py has no os.environ.get({name!r}, default)")
+    """The default of an env setting gunicorn.conf.py reads (pinned in service.config.DEFAULTS)."""
+    from service.config import DEFAULTS
+
+    assert name in _environ_reads(ROOT / "gunicorn.conf.py"), f"gunicorn.conf.py does not read {name}"
+    return DEFAULTS[name][0]
 
 
 @cache

@@ -222,44 +222,38 @@ def test_console_format_is_human_readable(issuer: LocalIssuer, gunicorn: ServerF
     assert token not in server.output()
 
 
-def test_tokens_echoed_by_gunicorn_parse_errors_are_redacted(module_issuer: LocalIssuer, gunicorn) -> None:
-    """gunicorn quotes rejected request lines and headers in its warnings; credentials are blanked."""
-    import socket
+@pytest.fixture(scope="module")
+def raw_server(module_issuer: LocalIssuer, module_gunicorn: ServerFactory) -> Server:
+    """One worker that the malformed-HTTP tests share (the module's `server` is shut down above)."""
+    return module_gunicorn(module_issuer, workers=1)
 
-    server = gunicorn(module_issuer, workers=1)
+
+def test_tokens_echoed_by_gunicorn_parse_errors_are_redacted(raw_server: Server, module_issuer: LocalIssuer):
+    """gunicorn quotes rejected request lines and headers in its warnings; credentials are blanked."""
     token = module_issuer.mint()
-    host, port = server.base_url.removeprefix("http://").split(":")
     for raw in (
         f"GET  /api/private?access_token={token} HTTP/1.1\r\nHost: x\r\n\r\n",
         f"GET /api/private HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {token}\r\n\r\n",
         f"GET /api/private HTTP/1.1\r\nHost: x\r\nX(Bearer{token}): x\r\n\r\n",
     ):
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
-            sock.sendall(raw.encode())
-            assert sock.recv(64).startswith(b"HTTP/1.1 400")
-    assert len(server.wait_for_record(lambda r: "Invalid" in str(r.get("event")), timeout=5, count=3)) >= 3
+        assert raw_server.send_raw(raw.encode()).startswith(b"HTTP/1.1 400")
+    warnings = raw_server.wait_for_record(lambda r: "Invalid" in str(r.get("event")), timeout=5, count=3)
+    assert len(warnings) >= 3
     signature = token.rsplit(".", 1)[1]
-    assert signature not in server.output()
-    assert "authorization" not in server.output().lower()
+    assert signature not in raw_server.output()
+    assert "authorization" not in raw_server.output().lower()
 
 
-def test_http_that_gunicorn_rejects_gets_json_with_a_request_id(module_issuer: LocalIssuer, gunicorn) -> None:
+def test_http_that_gunicorn_rejects_gets_json_with_a_request_id(raw_server: Server, module_issuer):
     """Malformed HTTP never reaches Flask; the answer is still JSON, carries an id, echoes nothing."""
-    import socket
-
-    server = gunicorn(module_issuer, workers=1)
     token = module_issuer.mint()
-    host, port = server.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(f"GET /api/private HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {token}\r\n\r\n".encode())
-        raw = b""
-        while chunk := sock.recv(4096):
-            raw += chunk
+    request = f"GET /api/private HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {token}\r\n\r\n"
+    raw = raw_server.send_raw(request.encode())
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400")
     request_id = re.search(rb"X-Request-ID: ([0-9a-f]{32})", head)
     assert request_id is not None
     assert json.loads(body)["error"] == "invalid_request"
     assert token.encode() not in raw
-    records = server.wait_for_record(lambda r: r.get("request_id") == request_id.group(1).decode())
+    records = raw_server.wait_for_record(lambda r: r.get("request_id") == request_id.group(1).decode())
     assert records and "Invalid" in records[0]["event"]
