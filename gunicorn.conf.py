@@ -49,7 +49,7 @@ bind = [f"0.0.0.0:{_int_env('PORT', 1)}"]
 workers = _int_env("WEB_CONCURRENCY", 1)
 # gthread: keep-alive without a buffering proxy in front; threads overlap the rare JWKS fetch.
 # Our subclass only changes how gunicorn answers HTTP it cannot parse (JSON, X-Request-ID).
-worker_class = "service.gworker.Worker"
+worker_class = "service.gunicorn_worker.Worker"
 threads = _int_env("GUNICORN_THREADS", 1)
 graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT")
 timeout = 30

@@ -39,7 +39,7 @@ Validate = Callable[[str], Any]
 def build_ours(issuer: str, audience: str, jwks_uri: str) -> Validate:
     """Return our validator's per-request call (the one place to adapt if service/ changes)."""
     from service.config import Settings
-    from service.validator import verifier_for
+    from service.tokens import verifier_for
 
     settings = Settings.from_env(
         {"AUTH0_ISSUER": issuer, "AUTH0_AUDIENCE": audience, "AUTH0_JWKS_URI": jwks_uri}

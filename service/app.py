@@ -10,9 +10,9 @@ from flask import request
 from flask_cors import CORS
 
 from . import auth
+from . import http
 from . import logging
 from . import metrics
-from . import requestid
 from . import routes
 from .config import Settings
 
@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     logging.configure(settings.log_format, settings.log_level)
     app = Flask(__name__)
     app.json.sort_keys = False
-    requestid.init_app(app)
+    http.init_app(app)
     auth.init_app(app, settings)
     metrics.init_app(app)
     routes.init_app(app)

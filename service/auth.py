@@ -27,9 +27,9 @@ from .errors import InvalidRequestError
 from .errors import InvalidTokenError
 from .errors import MissingTokenError
 from .logging import get_logger
-from .validator import AccessToken
+from .tokens import AccessToken
+from .tokens import verifier_for
 from .validator import Auth0BearerTokenValidator
-from .validator import verifier_for
 
 #: Whitespace or commas inside the credentials mean several tokens: a malformed request
 #: (RFC 6750 §2.1, §3.1). Other junk is a token problem: the validator answers invalid_token.
@@ -112,14 +112,14 @@ def protected(route: str, permission: str | None = None) -> Callable[[Callable[.
                 token = protector.acquire_token(scopes)
             except AuthError as error:
                 token = getattr(error, "token", None)
-                _decide(route, "deny", error.reason, started, token)
+                _record_decision(route, "deny", error.reason, started, token)
                 return error_response(error)
             except Exception:
                 # Fail closed: a bug on some odd input must still be a refusal, never a 500.
                 log.exception("auth_error", route=route)
-                _decide(route, "deny", "error", started, None)
+                _record_decision(route, "deny", "error", started, None)
                 return error_response(InvalidTokenError(reason="error"))
-            _decide(route, "allow", "ok", started, token)
+            _record_decision(route, "allow", "ok", started, token)
             return view(*args, **kwargs)
 
         return wrapped
@@ -127,7 +127,7 @@ def protected(route: str, permission: str | None = None) -> Callable[[Callable[.
     return decorator
 
 
-def _decide(
+def _record_decision(
     route: str, outcome: str, reason: str, started: float, token: AccessToken | None
 ) -> None:
     """Record one decision: a log line and the two metrics."""

@@ -92,9 +92,12 @@ class JWKSCache:
         self,
         settings: Settings,
         *,
+        issuer: str | None = None,
         on_fetch: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self._settings = settings
+        #: The issuer whose keys this cache holds (one cache per trusted issuer).
+        self.issuer = issuer if issuer is not None else settings.issuer
         self._on_fetch = on_fetch or (lambda outcome, error: None)
         # Longest anyone waits for a fetch to finish: discovery plus JWKS, each bounded.
         self._fetch_budget = settings.http_timeout * 2 + 1
@@ -242,7 +245,7 @@ class JWKSCache:
 
     def _discover(self) -> str:
         """Find jwks_uri via OIDC discovery, falling back to ``{issuer}.well-known/jwks.json``."""
-        issuer = self._settings.issuer
+        issuer = self.issuer
         try:
             body, _ = self._get(discovery_url(issuer))
             doc = json.loads(body)

@@ -26,7 +26,7 @@ REQUEST_ID_ENVIRON_KEY = "service.request_id"
 #: WSGI environ key where the app leaves the matched route template for the access line.
 ROUTE_ENVIRON_KEY = "service.route"
 
-#: The request id of a request gunicorn itself refused (set by service.gworker, per thread).
+#: The request id of a request gunicorn itself refused (set by service.gunicorn_worker, per thread).
 parse_error_context = threading.local()
 
 _configured: tuple[str, str] | None = None
@@ -72,7 +72,7 @@ def configure(log_format: str = "json", level: str = "INFO") -> None:
     numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
         processors=[
-            # Request-scoped fields (request_id) bound per request in service.requestid.
+            # Request-scoped fields (request_id) bound per request in service.http.
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _logger_key,

@@ -8,7 +8,7 @@ import pytest
 
 from service.config import DEFAULTS
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 @pytest.mark.parametrize("variable", sorted(DEFAULTS))
@@ -22,4 +22,4 @@ def test_every_setting_is_in_the_readme_with_its_default(variable: str) -> None:
 @pytest.mark.parametrize("command", ["bin/dev", "bin/test"])
 def test_the_two_setup_commands_exist(command: str) -> None:
     assert command in README
-    assert (Path(__file__).resolve().parent.parent / command).stat().st_mode & 0o111
+    assert (Path(__file__).resolve().parents[2] / command).stat().st_mode & 0o111

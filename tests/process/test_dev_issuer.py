@@ -30,7 +30,7 @@ from dev_issuer.config import IssuerSettings
 from dev_issuer.keys import SigningKey
 from tests.procs import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://api.dev.local"
 GRANT = "client_credentials"
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth"}

@@ -12,7 +12,7 @@ from authlib.oauth2.base import invalid_error_characters
 from service import errors
 from service.errors import AuthError
 
-SERVICE = Path(__file__).resolve().parent.parent / "service"
+SERVICE = Path(__file__).resolve().parents[2] / "service"
 
 
 def _all_descriptions() -> list[str]:

@@ -23,7 +23,7 @@ import yaml
 from dev_issuer.config import DEFAULT_PORT as ISSUER_DEFAULT_PORT
 from service.config import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")
 UID = 10001
 API_PORT = 3010

@@ -1,8 +1,11 @@
-"""Per-request bookkeeping: X-Request-ID, structlog context, HTTP metrics, JSON error pages."""
+"""HTTP plumbing: request ids (X-Request-ID), structlog context, HTTP metrics, JSON error pages."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
+import secrets
 import time
 
 import structlog
@@ -14,7 +17,6 @@ from flask import request
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
-from .ids import new_request_id
 from .logging import REQUEST_ID_ENVIRON_KEY
 from .logging import ROUTE_ENVIRON_KEY
 from .logging import get_logger
@@ -26,6 +28,22 @@ _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 log = get_logger("service.http")
+
+_ids: tuple[int, str, itertools.count[int]] | None = None
+
+
+def new_request_id() -> str:
+    """A fresh request id: 32 hex digits from a random per-process prefix and a counter.
+
+    As unique as a uuid4 in practice without a getrandom() syscall per request; the prefix is
+    drawn again in a forked child so workers never share a sequence.
+    """
+    global _ids
+    ids = _ids
+    if ids is None or ids[0] != os.getpid():
+        ids = _ids = (os.getpid(), secrets.token_hex(8), itertools.count())
+    return f"{ids[1]}{next(ids[2]):016x}"
+
 
 def _start() -> None:
     """Adopt or mint the request id and bind it to every log line of this request."""

@@ -14,7 +14,7 @@ import structlog
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
-from .ids import new_request_id
+from .http import new_request_id
 from .logging import parse_error_context
 
 
