@@ -26,6 +26,7 @@ from .errors import InsufficientScopeError
 from .errors import InvalidRequestError
 from .errors import InvalidTokenError
 from .errors import MissingTokenError
+from .jwks import FetchEvent
 from .logging import get_logger
 from .tokens import AccessToken
 from .tokens import verifier_for
@@ -152,10 +153,10 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["auth_verifier"] = verifier
 
 
-def _fetch_logged(outcome: str, error: str | None) -> None:
+def _fetch_logged(event: FetchEvent) -> None:
     """Count every JWKS fetch and log the failures."""
-    metrics.jwks_fetch(outcome).inc()
-    if error is not None:
-        log.warning("jwks_fetch_failed", error=error)
+    metrics.jwks_fetch(event.outcome).inc()
+    if event.error is not None:
+        log.warning("jwks_fetch_failed", error=event.error)
     else:
         log.info("jwks_fetched")

@@ -46,6 +46,21 @@ class FetchError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class FetchEvent:
+    """One finished JWKS fetch, as reported to ``on_fetch``."""
+
+    issuer: str
+    #: "success" or "error".
+    outcome: str
+    #: Why the fetch failed (safe to log); None on success.
+    error: str | None
+    #: Seconds the fetch took (discovery included).
+    duration: float
+    #: Keys in the set held after the fetch (the last good set's on failure).
+    keys: int
+
+
+@dataclass(frozen=True, slots=True)
 class VerificationKey:
     """A published public key with what the validator checks against, resolved once per fetch."""
 
@@ -93,12 +108,12 @@ class JWKSCache:
         settings: Settings,
         *,
         issuer: str | None = None,
-        on_fetch: Callable[[str, str | None], None] | None = None,
+        on_fetch: Callable[[FetchEvent], None] | None = None,
     ) -> None:
         self._settings = settings
         #: The issuer whose keys this cache holds (one cache per trusted issuer).
         self.issuer = issuer if issuer is not None else settings.issuer
-        self._on_fetch = on_fetch or (lambda outcome, error: None)
+        self._on_fetch = on_fetch or (lambda event: None)
         # Longest anyone waits for a fetch to finish: discovery plus JWKS, each bounded.
         self._fetch_budget = settings.http_timeout * 2 + 1
         self._lock = threading.Lock()
@@ -210,23 +225,30 @@ class JWKSCache:
 
     def _fetch_into(self, state: _State, event: threading.Event) -> None:
         """Fetch the key set and publish it; on failure keep the last good one."""
+        started = time.monotonic()
         try:
             keys, ttl = self._fetch(state)
         except FetchError as exc:
             with self._lock:
                 state.last_error = str(exc)
-            self._on_fetch("error", str(exc))
+            held = len(state.keyset.keys) if state.keyset is not None else 0
+            self._report("error", str(exc), started, held)
         else:
             now = time.monotonic()
             refresh_at = now + ttl - min(ttl * 0.1, 30.0)
             with self._lock:
                 state.keyset = KeySet(keys, now, now + ttl, refresh_at)
                 state.last_error = None
-            self._on_fetch("success", None)
+            self._report("success", None, started, len(keys))
         finally:
             with self._lock:
                 state.inflight = None
             event.set()
+
+    def _report(self, outcome: str, error: str | None, started: float, keys: int) -> None:
+        """Tell ``on_fetch`` how a fetch ended."""
+        duration = time.monotonic() - started
+        self._on_fetch(FetchEvent(self.issuer, outcome, error, duration, keys))
 
     def _fetch(self, state: _State) -> tuple[dict[str, VerificationKey], float]:
         """Resolve the JWKS URI (discovery, then Auth0's fixed path) and fetch the keys."""

@@ -28,6 +28,7 @@ from .config import key_type_for
 from .errors import InvalidTokenError
 from .errors import KeysUnavailableError
 from .jwks import FetchError
+from .jwks import FetchEvent
 from .jwks import JWKSCache
 from .jwks import VerificationKey
 
@@ -316,6 +317,6 @@ def _permissions(claims: dict[str, Any]) -> frozenset[str]:
     return frozenset(granted)
 
 
-def verifier_for(settings: Settings, on_fetch: Callable[[str, str | None], None]) -> TokenVerifier:
+def verifier_for(settings: Settings, on_fetch: Callable[[FetchEvent], None]) -> TokenVerifier:
     """Build a verifier with its own process-level JWKS cache."""
     return TokenVerifier(settings, JWKSCache(settings, on_fetch=on_fetch))

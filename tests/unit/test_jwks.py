@@ -9,6 +9,7 @@ import time
 import pytest
 
 from service.jwks import FetchError
+from service.jwks import FetchEvent
 from service.jwks import JWKSCache
 from tests.appkit import settings_for
 from tests.issuer import LocalIssuer
@@ -17,7 +18,7 @@ from tests.issuer import LocalIssuer
 def cache_for(issuer: LocalIssuer, fetches: list[str] | None = None, **env: str) -> JWKSCache:
     """A cache wired to the issuer, recording fetch outcomes."""
     record = fetches if fetches is not None else []
-    return JWKSCache(settings_for(issuer, **env), on_fetch=lambda outcome, _err: record.append(outcome))
+    return JWKSCache(settings_for(issuer, **env), on_fetch=lambda event: record.append(event.outcome))
 
 
 def test_known_kid_costs_one_fetch_per_ttl() -> None:
@@ -207,3 +208,19 @@ def test_forked_child_starts_with_an_empty_cache() -> None:
             os._exit(0)
         os.waitpid(pid, 0)
         assert os.read(read, 1) == b"1"
+
+
+def test_on_fetch_receives_one_event_per_fetch_with_issuer_outcome_duration_and_key_count() -> None:
+    with LocalIssuer() as issuer:
+        events: list[FetchEvent] = []
+        settings = settings_for(issuer, AUTH0_JWKS_URI=issuer.jwks_uri, AUTH0_JWKS_COOLDOWN="0")
+        cache = JWKSCache(settings, issuer=issuer.url, on_fetch=events.append)
+        cache.get(issuer.current_key.kid)
+        issuer.go_down()
+        cache.get("unknown-kid")
+        assert [(e.issuer, e.outcome, e.keys) for e in events] == [
+            (issuer.url, "success", 1),
+            (issuer.url, "error", 1),
+        ]
+        assert events[0].error is None and events[1].error
+        assert all(0 <= e.duration < 5 for e in events)
