@@ -1,7 +1,18 @@
-"""The resource protector: parses the Authorization header, decides, logs and counts the decision.
+"""``require_auth``: the app's Authlib ResourceProtector, deciding, logging and counting every request.
 
-Built on Authlib's Flask ``ResourceProtector`` with our bearer-token validator registered; this
-module adds RFC 6750 header parsing rules and exactly one ``auth_decision`` event per request.
+Used exactly as Authlib documents its Flask ``ResourceProtector``
+(https://docs.authlib.org/en/latest/flask/2/resource-server.html)::
+
+    from authlib.integrations.flask_oauth2 import current_token
+    from service.auth import require_auth
+
+    @bp.get("/orders/<int:order_id>")
+    @require_auth("read:orders")
+    def order(order_id): ...
+
+On top of Authlib: strict RFC 6750 header parsing, the 403 challenge naming what *this* route
+requires, ``claims=`` checks, and exactly one ``auth_decision`` event per decision, labelled
+with the Flask URL rule (bounded by the routes the app defines, never the raw path).
 """
 
 from __future__ import annotations
@@ -10,19 +21,27 @@ import functools
 import re
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
+from authlib.integrations.flask_oauth2 import current_token
+from authlib.integrations.flask_oauth2.signals import token_authenticated
 from flask import Flask
 from flask import Response
+from flask import abort
 from flask import current_app
 from flask import g
 from flask import request
 
 from . import metrics
+from .claims import ClaimCheck
+from .claims import ClaimsSpec
+from .claims import compile_claims
 from .config import Settings
 from .errors import AuthError
-from .errors import InsufficientScopeError
 from .errors import InvalidRequestError
 from .errors import InvalidTokenError
 from .errors import MissingTokenError
@@ -32,15 +51,77 @@ from .tokens import AccessToken
 from .tokens import verifier_for
 from .validator import Auth0BearerTokenValidator
 
+__all__ = ["Protector", "current_token", "init_app", "require_auth"]
+
 #: Whitespace or commas inside the credentials mean several tokens: a malformed request
 #: (RFC 6750 §2.1, §3.1). Other junk is a token problem: the validator answers invalid_token.
 _SEPARATOR = re.compile(r"[\s,]")
+#: RFC 6749 §3.3 scope-token characters: what a route may require (and the challenge may name).
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 log = get_logger("service.auth")
 
+View = Callable[..., Any]
+
 
 class Protector(ResourceProtector):
-    """Authlib's ResourceProtector with strict RFC 6750 header parsing."""
+    """Authlib's Flask ResourceProtector with strict RFC 6750 parsing and one decision record.
+
+    One module-level instance serves every app: the token validator is the current app's
+    (built by ``init_app`` from its settings), so each app keeps its own key caches.
+    """
+
+    def __call__(
+        self,
+        scopes: str | Sequence[str] | View | None = None,
+        optional: bool = False,
+        *,
+        claims: ClaimsSpec | None = None,
+    ) -> Any:
+        """Decorate a view: ``@require_auth()``, ``@require_auth("a b")``, ``@require_auth(["a b", "c"])``.
+
+        ``optional=True`` runs the view without a token when none is sent (``current_token`` is
+        None); a token that is sent must still be valid. ``claims`` adds checks on the verified
+        claims: a mapping of claim name to the exact value (or a predicate on the value), or one
+        predicate over all claims; failing them is 401 ``invalid_token``.
+        """
+        if callable(scopes):  # bare ``@require_auth``, as Authlib allows
+            return self()(scopes)
+        required = required_scopes(scopes)
+        check = compile_claims(claims)
+
+        def decorator(view: View) -> View:
+            @functools.wraps(view)
+            def decorated(*args: Any, **kwargs: Any) -> Any:
+                refusal = self._decide(required, optional, check)
+                if refusal is not None:
+                    return refusal
+                return view(*args, **kwargs)
+
+            return decorated
+
+        return decorator
+
+    @contextmanager
+    def acquire(
+        self, scopes: str | Sequence[str] | None = None, *, claims: ClaimsSpec | None = None
+    ) -> Iterator[AccessToken]:
+        """Authlib's ``with require_auth.acquire("scope") as token:`` form, decided and logged alike."""
+        refusal = self._decide(required_scopes(scopes), False, compile_claims(claims))
+        if refusal is not None:
+            abort(refusal)
+        yield g.authlib_server_oauth2_token
+
+    def raise_error_response(self, error: Any) -> None:
+        """Raise our prepared RFC 6750 response (Authlib's hook for custom error responses)."""
+        abort(error_response(error if isinstance(error, AuthError) else InvalidTokenError()))
+
+    def get_token_validator(self, token_type: str) -> Auth0BearerTokenValidator:
+        """The current app's validator for a token type (Authlib's registry, kept per app)."""
+        validator = current_app.extensions["auth_validators"].get(token_type.lower())
+        if validator is None:
+            raise MissingTokenError()
+        return validator
 
     def parse_request_authorization(self, request: Any) -> tuple[Any, str]:
         """Split ``Authorization: Bearer <token>``; refuse anything ambiguous (RFC 6750 §2.1)."""
@@ -59,26 +140,72 @@ class Protector(ResourceProtector):
         return self.get_token_validator("bearer"), credentials
 
     def validate_request(self, scopes: Any, request: Any, **kwargs: Any) -> AccessToken:
-        """Authlib's flow, keeping the verified token on a scope refusal for the decision log."""
+        """Authlib's flow, keeping the verified token on a refusal for the decision log."""
         validator, token_string = self.parse_request_authorization(request)
         validator.validate_request(request)
         token = validator.authenticate_token(token_string)
         try:
             validator.validate_token(token, scopes, request, **kwargs)
-        except InsufficientScopeError as error:
+        except AuthError as error:
             error.token = token  # type: ignore[attr-defined]
             raise
         return token
 
-    def acquire_token(self, scopes: list[str] | None = None, **kwargs: Any) -> AccessToken:
+    def acquire_token(self, scopes: str | Sequence[str] | None = None, **kwargs: Any) -> AccessToken:
         """Validate the current request, reading only what bearer authentication needs."""
+        if isinstance(scopes, str):  # Authlib's acquire_token takes one scope string too
+            scopes = [scopes]
         environ = request.environ
         # RFC 6750 §2.3 URI tokens leak into logs and caches; only the header is accepted.
         if environ.get("QUERY_STRING") and "access_token" in request.args:
             raise InvalidRequestError("Send the access token in the Authorization header only.")
-        token = self.validate_request(scopes, _BearerRequest(environ.get("HTTP_AUTHORIZATION")))
+        token = self.validate_request(scopes, _BearerRequest(environ.get("HTTP_AUTHORIZATION")), **kwargs)
+        token_authenticated.send(self, token=token)
         g.authlib_server_oauth2_token = token
         return token
+
+    def _decide(
+        self, scopes: list[str] | None, optional: bool, claims: ClaimCheck | None
+    ) -> Response | None:
+        """Authorize the current request: None to run the view, else the refusal to send."""
+        started = time.perf_counter()
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "unmatched"
+        try:
+            token = self.acquire_token(scopes, claims=claims)
+        except MissingTokenError as error:
+            if optional and not (request.environ.get("HTTP_AUTHORIZATION") or "").strip():
+                _record_decision(route, "allow", "anonymous", started, None)
+                return None
+            _record_decision(route, "deny", error.reason, started, None)
+            return error_response(error)
+        except AuthError as error:
+            _record_decision(route, "deny", error.reason, started, getattr(error, "token", None))
+            return error_response(error)
+        except Exception:
+            # Fail closed: a bug on some odd input (or in a route's claim predicate) must still
+            # be a refusal, never a 500.
+            log.exception("auth_error", route=route)
+            _record_decision(route, "deny", "error", started, None)
+            return error_response(InvalidTokenError(reason="error"))
+        _record_decision(route, "allow", "ok", started, token)
+        return None
+
+
+def required_scopes(scopes: str | Sequence[str] | None) -> list[str] | None:
+    """Normalise a route's scopes to Authlib's list of alternatives; refuse malformed ones early."""
+    if scopes is None:
+        return None
+    alternatives = [scopes] if isinstance(scopes, str) else list(scopes)
+    for alternative in alternatives:
+        if not isinstance(alternative, str) or not all(
+            _SCOPE_TOKEN.fullmatch(part) for part in alternative.split(" ")
+        ):
+            raise ValueError(
+                f"require_auth: {alternative!r} is not a space-delimited list of scope tokens "
+                "(RFC 6749 section 3.3)"
+            )
+    return alternatives or None
 
 
 class _BearerRequest:
@@ -100,34 +227,6 @@ def error_response(error: AuthError) -> Response:
     return Response(body, status=status, headers=list(headers))
 
 
-def protected(route: str, permission: str | None = None) -> Callable[[Callable[..., Any]], Any]:
-    """Require a valid token (and ``permission``) for a view; log and count the decision."""
-    scopes = [permission] if permission else None
-
-    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(view)
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            protector: Protector = current_app.extensions["auth_protector"]
-            started = time.perf_counter()
-            try:
-                token = protector.acquire_token(scopes)
-            except AuthError as error:
-                token = getattr(error, "token", None)
-                _record_decision(route, "deny", error.reason, started, token)
-                return error_response(error)
-            except Exception:
-                # Fail closed: a bug on some odd input must still be a refusal, never a 500.
-                log.exception("auth_error", route=route)
-                _record_decision(route, "deny", "error", started, None)
-                return error_response(InvalidTokenError(reason="error"))
-            _record_decision(route, "allow", "ok", started, token)
-            return view(*args, **kwargs)
-
-        return wrapped
-
-    return decorator
-
-
 def _record_decision(
     route: str, outcome: str, reason: str, started: float, token: AccessToken | None
 ) -> None:
@@ -144,12 +243,15 @@ def _record_decision(
         log.info("auth_decision", outcome=outcome, reason=reason, route=route)
 
 
+#: The one way to protect a route (see the module docstring).
+require_auth = Protector()
+
+
 def init_app(app: Flask, settings: Settings) -> None:
-    """Build this app's verifier (with its own JWKS cache) and protector."""
+    """Build this app's verifier (with its own JWKS cache) and bearer-token validator."""
     verifier = verifier_for(settings, on_fetch=_fetch_logged)
-    protector = Protector()
-    protector.register_token_validator(Auth0BearerTokenValidator(verifier))
-    app.extensions["auth_protector"] = protector
+    validator = Auth0BearerTokenValidator(verifier)
+    app.extensions["auth_validators"] = {validator.TOKEN_TYPE: validator}
     app.extensions["auth_verifier"] = verifier
 
 

@@ -6,11 +6,10 @@ Descriptions are constant strings chosen here: nothing a client sent is ever ech
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 
 from authlib.oauth2 import OAuth2Error
-
-from .config import REQUIRED_PERMISSION
 
 #: RFC 6750 §3: the realm named in every challenge.
 REALM = "api"
@@ -54,7 +53,7 @@ class AuthError(OAuth2Error):
 
     def response_parts(self) -> tuple[int, bytes, Headers]:
         """Status, JSON body and headers, rendered once per distinct error."""
-        return _render(type(self), self.get_error_description())
+        return _render(type(self), self.get_error_description(), self.scope)
 
     def get_body(self) -> list[tuple[str, str]]:
         """The JSON members of the error body."""
@@ -90,8 +89,35 @@ class InsufficientScopeError(AuthError):
     error = "insufficient_scope"
     status_code = 403
     reason = "insufficient_scope"
-    description = f"The access token lacks the '{REQUIRED_PERMISSION}' permission."
-    scope = REQUIRED_PERMISSION
+    description = "The access token lacks a permission this route requires."
+
+    @classmethod
+    def for_scopes(cls, scopes: Sequence[str]) -> InsufficientScopeError:
+        """The refusal naming what a route requires: Authlib's alternatives, each all-of."""
+        return cls(*_scope_texts(tuple(scopes)))
+
+    def __init__(self, description: str | None = None, scope: str | None = None) -> None:
+        super().__init__(description)
+        if scope is not None:
+            self.scope = scope
+
+
+@lru_cache(maxsize=256)
+def _scope_texts(scopes: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """Description and challenge ``scope`` for required alternatives (route constants, cached).
+
+    RFC 6750 §3 lets ``scope`` list what the resource needs; with alternatives it names the
+    first one (a client asking for it will succeed) and the description lists them all.
+    """
+    if not scopes:
+        return None, None
+    first = scopes[0]
+    if len(scopes) > 1:
+        listed = ", ".join(f"'{alternative}'" for alternative in scopes)
+        return f"The access token lacks the permissions this route requires, one of: {listed}.", first
+    if " " in first:
+        return f"The access token lacks the '{first}' permissions (all are required).", first
+    return f"The access token lacks the '{first}' permission.", first
 
 
 class KeysUnavailableError(AuthError):
@@ -113,9 +139,10 @@ class KeysUnavailableError(AuthError):
 
 
 @lru_cache(maxsize=256)
-def _render(cls: type[AuthError], description: str) -> tuple[int, bytes, Headers]:
-    """Render an error class and description into response parts (cached: rejections are hot)."""
+def _render(cls: type[AuthError], description: str, scope: str | None) -> tuple[int, bytes, Headers]:
+    """Render an error class, description and scope into response parts (cached: rejections are hot)."""
     error = cls(description)
+    error.scope = scope
     body = json.dumps(dict(error.get_body()))
     headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
     challenge = error.challenge()

@@ -76,8 +76,11 @@ def _teardown(_exc: BaseException | None) -> None:
     structlog.contextvars.clear_contextvars()
 
 
-def _http_error(error: HTTPException) -> tuple[Response, int]:
+def _http_error(error: HTTPException) -> Response | tuple[Response, int]:
     """JSON bodies for 404/405 and friends, like the API's own errors."""
+    if error.response is not None:
+        # abort(response): an answer already prepared (e.g. an auth refusal), sent as is.
+        return error.response
     code = error.code or 500
     name = (error.name or "error").lower().replace(" ", "_")
     response = jsonify(error=name, error_description=error.description)

@@ -7,7 +7,7 @@ from flask import Flask
 from flask import current_app
 from flask import jsonify
 
-from .auth import protected
+from .auth import require_auth
 from .config import REQUIRED_PERMISSION
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -23,7 +23,7 @@ def public():
 
 
 @api.get("/private")
-@protected("/api/private")
+@require_auth()
 def private():
     """Any valid access token."""
     return jsonify(
@@ -32,7 +32,7 @@ def private():
 
 
 @api.get("/private-scoped")
-@protected("/api/private-scoped", permission=REQUIRED_PERMISSION)
+@require_auth(REQUIRED_PERMISSION)
 def private_scoped():
     """A valid access token granting read:messages (scope or RBAC permissions)."""
     return jsonify(

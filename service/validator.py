@@ -6,6 +6,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 
+from .claims import ClaimCheck
 from .errors import REALM
 from .errors import InsufficientScopeError
 from .tokens import AccessToken
@@ -20,14 +21,33 @@ class Auth0BearerTokenValidator(BearerTokenValidator):
         super().__init__(realm=REALM)
         self._verifier = verifier
 
+    @property
+    def verifier(self) -> TokenVerifier:
+        """The verifier (and through it the key caches) this validator uses."""
+        return self._verifier
+
     def authenticate_token(self, token_string: str) -> AccessToken:
         """Verify the token string (signature and claims)."""
         return self._verifier.verify(token_string)
 
-    def validate_token(self, token: AccessToken, scopes: list[str] | None, request: Any) -> None:
-        """Check lifetime (with leeway) and that every required permission is granted."""
+    def validate_token(
+        self,
+        token: AccessToken,
+        scopes: list[str] | None,
+        request: Any,
+        claims: ClaimCheck | None = None,
+    ) -> None:
+        """Check lifetime (with leeway), the route's claim checks, then its required permissions.
+
+        ``scopes`` has Authlib's meaning (``TokenValidator.scope_insufficient``): a list of
+        alternatives, any one of which suffices, each a space-delimited set that is all-of.
+        Permissions match exactly (scope plus Auth0 RBAC ``permissions``).
+        """
         if token.is_expired():
             raise deny("expired", "The token has expired.")
-        for scope in scopes or ():
-            if not token.grants(scope):
-                raise InsufficientScopeError()
+        # A failed claim check means the token is not acceptable here at all: 401 invalid_token,
+        # as express-oauth2-jwt-bearer answers claimEquals/claimCheck; only scopes are 403.
+        if claims is not None and not claims(token.claims):
+            raise deny("claim_check", "The access token does not meet this route's claim requirements.")
+        if scopes and not any(token.permissions.issuperset(s.split()) for s in scopes):
+            raise InsufficientScopeError.for_scopes(scopes)

@@ -1,0 +1,78 @@
+"""A team's own blueprint behind require_auth, under real gunicorn: answers, log lines and metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tests.helpers import eventually
+from tests.issuer import LocalIssuer
+from tests.procs import Server
+from tests.procs import ServerFactory
+from tests.procs import http_get
+from tests.procs import metric_sum
+
+pytestmark = pytest.mark.slow
+
+ORDER = "/api/orders/<int:order_id>"
+
+
+@pytest.fixture(scope="module")
+def server(module_issuer: LocalIssuer, module_gunicorn: ServerFactory) -> Server:
+    return module_gunicorn(module_issuer, workers=2, args=("tests.orders_example:create_app()",))
+
+
+def _decision_lines(server: Server) -> Counter[tuple[str, str, str]]:
+    return Counter(
+        (r["route"], r["outcome"], r["reason"]) for r in server.records() if r.get("event") == "auth_decision"
+    )
+
+
+def test_every_form_answers_logs_once_and_counts_under_the_url_rule(
+    server: Server, module_issuer: LocalIssuer
+) -> None:
+    reader = module_issuer.mint(scope="read:orders")
+    writer = module_issuer.mint({"org_id": "org_123"}, scope="read:orders write:orders")
+    outsider = module_issuer.mint({"org_id": "org_999"}, scope="read:orders write:orders")
+    cases = [
+        ("GET", "/api/orders/1", reader, 200, (ORDER, "allow", "ok")),
+        ("GET", "/api/orders/2", module_issuer.mint(scope="read:messages"), 403,
+         (ORDER, "deny", "insufficient_scope")),
+        ("POST", "/api/orders", writer, 201, ("/api/orders", "allow", "ok")),
+        ("POST", "/api/orders", outsider, 401, ("/api/orders", "deny", "claim_check")),
+        ("DELETE", "/api/orders/3", module_issuer.mint(scope="admin"), 200,
+         ("/api/orders/<int:order_id>", "allow", "ok")),
+        ("GET", "/api/orders/feed", None, 200, ("/api/orders/feed", "allow", "anonymous")),
+        ("GET", "/api/orders/feed", "junk", 401, ("/api/orders/feed", "deny", "malformed")),
+        ("GET", "/api/private-scoped", reader, 403, ("/api/private-scoped", "deny", "insufficient_scope")),
+    ]
+    before = _decision_lines(server)
+    for method, path, token, status, _ in cases:
+        response = http_get(server.port, path, token=token, method=method)
+        assert response.status == status, (method, path, response.body)
+        if status == 403:
+            wanted = "read:orders" if path.startswith("/api/orders") else "read:messages"
+            assert f'scope="{wanted}"' in response.header("WWW-Authenticate")
+    expected = Counter(label for *_, label in cases)
+    assert eventually(lambda: _decision_lines(server) - before == expected, timeout=10), (
+        _decision_lines(server) - before
+    )
+    samples = server.metrics()
+    for (route, outcome, reason), count in expected.items():
+        got = metric_sum(samples, "auth_decisions_total", route=route, outcome=outcome, reason=reason)
+        assert got >= count, (route, outcome, reason, got)
+    routes = {labels.get("route") for name, labels, _ in samples if name == "auth_decisions_total"}
+    assert not any(route and route[-1].isdigit() for route in routes), routes
+
+
+def test_decision_lines_name_the_subject_and_never_the_token(
+    server: Server, module_issuer: LocalIssuer
+) -> None:
+    token = module_issuer.mint(scope="read:orders")
+    assert http_get(server.port, "/api/orders/77", token=token).status == 200
+    lines = server.wait_for_record(
+        lambda r: r.get("event") == "auth_decision" and r.get("route") == ORDER and r.get("sub"), timeout=5
+    )
+    assert lines and lines[-1]["sub"] == module_issuer.claims()["sub"]
+    assert token not in server.stdout() and token not in server.stderr()
