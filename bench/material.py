@@ -15,7 +15,10 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-KID = "bench-key-1"
+from dev_issuer.keys import SigningKey
+
+# Bump when the material's shape changes, so older caches are re-minted.
+FORMAT = 2
 AUDIENCE = "https://api.bench.local"
 SCOPE = "read:messages"
 # Tokens live two days; material older than a day is re-minted so a run never meets an expired one.
@@ -41,7 +44,7 @@ class Material:
 
     @property
     def jwks_path(self) -> Path:
-        """Return the public JWKS file the bench issuer serves."""
+        """Return the public JWKS of key_path (the dev issuer serves the same set)."""
         return self.directory / "jwks.json"
 
     @property
@@ -88,10 +91,10 @@ def _init_worker(pem: bytes) -> None:
     _WORKER_KEY = RSAKey.import_key(pem)
 
 
-def _mint_chunk(args: tuple[str, str, int, int, int]) -> list[str]:
-    issuer, audience, start, stop, now = args
+def _mint_chunk(args: tuple[str, str, str, int, int, int]) -> list[str]:
+    issuer, audience, kid, start, stop, now = args
     assert _WORKER_KEY is not None
-    header = {"alg": "RS256", "typ": "JWT", "kid": KID}
+    header = {"alg": "RS256", "typ": "JWT", "kid": kid}
     return [
         jwt.encode(header, _claims(issuer, audience, f"auth0|bench{i:08d}", now), _WORKER_KEY)
         for i in range(start, stop)
@@ -124,7 +127,8 @@ def prepare(directory: Path, issuer: str, count: int, audience: str = AUDIENCE) 
     except (OSError, ValueError):
         meta = {}
     fresh = (
-        meta.get("issuer") == issuer
+        meta.get("format") == FORMAT
+        and meta.get("issuer") == issuer
         and meta.get("audience") == audience
         and meta.get("count", 0) >= count
         and time.time() - meta.get("minted_at", 0) < REMINT_AFTER
@@ -135,29 +139,30 @@ def prepare(directory: Path, issuer: str, count: int, audience: str = AUDIENCE) 
         return Material(directory, issuer, audience, meta["count"])
 
     started = time.monotonic()
-    key = RSAKey.generate_key(2048, private=True)
-    pem = key.as_pem(private=True)
+    # The dev issuer serves this key from DEV_ISSUER_KEY_FILE with the same (thumbprint) kid.
+    signing_key = SigningKey.generate()
+    kid = signing_key.kid
+    pem = RSAKey.import_key(signing_key.private).as_pem(private=True)
     material.key_path.write_bytes(pem)
     os.chmod(material.key_path, 0o600)
-    public = dict(key.as_dict(private=False), kid=KID, use="sig", alg="RS256")
-    material.jwks_path.write_text(json.dumps({"keys": [public]}))
+    material.jwks_path.write_text(json.dumps(signing_key.jwks()))
 
     now = int(time.time())
     workers = max(1, os.cpu_count() or 1)
     step = max(1, count // (workers * 8))
-    chunks = [(issuer, audience, s, min(s + step, count), now) for s in range(0, count, step)]
+    chunks = [(issuer, audience, kid, s, min(s + step, count), now) for s in range(0, count, step)]
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(pem,)) as pool:
         cold = [t for chunk in pool.map(_mint_chunk, chunks) for t in chunk]
     _init_worker(pem)
     assert _WORKER_KEY is not None
     hot = jwt.encode(
-        {"alg": "RS256", "typ": "JWT", "kid": KID},
+        {"alg": "RS256", "typ": "JWT", "kid": kid},
         _claims(issuer, audience, "auth0|bench-hot", now),
         _WORKER_KEY,
     )
     _write_lines(material.tokens("hot"), [hot])
     _write_lines(material.tokens("cold"), cold)
-    _write_lines(material.tokens("badsig"), _forged(issuer, audience, "badsig", count, now, KID))
+    _write_lines(material.tokens("badsig"), _forged(issuer, audience, "badsig", count, now, kid))
     _write_lines(
         material.tokens("unknownkid"),
         _forged(issuer, audience, "nokid", count, now, lambda: secrets.token_hex(8)),
@@ -165,6 +170,7 @@ def prepare(directory: Path, issuer: str, count: int, audience: str = AUDIENCE) 
     meta_path.write_text(
         json.dumps(
             {
+                "format": FORMAT,
                 "issuer": issuer,
                 "audience": audience,
                 "count": count,

@@ -14,7 +14,6 @@ import gc
 import json
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +26,13 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from bench.issuer import IssuerServer
 from bench.material import AUDIENCE
 from bench.material import Material
 from bench.material import prepare
+from dev_issuer.app import create_app
+from dev_issuer.config import IssuerSettings
+from dev_issuer.keys import SigningKey
+from dev_issuer.server import BackgroundServer
 
 ROOT = Path(__file__).resolve().parent.parent
 Validate = Callable[[str], Any]
@@ -141,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     public_key = private.public_key()
     assert isinstance(public_key, RSAPublicKey)
 
-    server = IssuerServer(args.issuer_port, issuer, material.jwks_path)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = IssuerSettings(port=args.issuer_port, issuer=issuer, audiences=(AUDIENCE,))
+    key = SigningKey.from_pem_file(str(material.key_path))
+    server = BackgroundServer(create_app(settings, key), port=args.issuer_port).start()
     rows: list[dict[str, Any]] = []
     try:
         candidates: list[tuple[str, Callable[[], Validate]]] = [
@@ -174,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
     floor = rows[0].get("cold_us")
     print(

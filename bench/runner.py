@@ -297,13 +297,13 @@ def keep_log_tail(target: Target, outdir: Path, label: str, lines: int = 300) ->
 
 
 def issuer_stats(issuer: str) -> dict[str, int]:
-    """Return the bench issuer's JWKS fetch counters."""
+    """Return the dev issuer's JWKS fetch counters per ?client= tag."""
     with urllib.request.urlopen(issuer + "stats", timeout=5) as response:
         return dict(json.loads(response.read()))
 
 
 def start_issuer(port: int, issuer: str, material: Material) -> subprocess.Popen[bytes]:
-    """Start the bench issuer on a loopback port that must be free, and wait until it answers."""
+    """Start the dev issuer on a loopback port that must be free, and wait until it answers."""
     with socket.socket() as sock:
         # SO_REUSEADDR as the server itself uses it: TIME_WAIT leftovers must not count as busy.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -311,9 +311,25 @@ def start_issuer(port: int, issuer: str, material: Material) -> subprocess.Popen
             sock.bind(("127.0.0.1", port))
         except OSError:
             raise RuntimeError(f"port {port} is busy: pass --issuer-port") from None
-    command = [sys.executable, "-m", "bench.issuer", "--port", str(port), "--issuer", issuer]
-    command += ["--jwks", str(material.jwks_path)]
-    proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEV_ISSUER_")}
+    env.update(
+        {
+            "DEV_ISSUER_PORT": str(port),
+            "DEV_ISSUER_URL": issuer,
+            "DEV_ISSUER_AUDIENCE": material.audience,
+            "DEV_ISSUER_KEY_FILE": str(material.key_path),
+            # Auth0 answers the JWKS with a max-age; 600 s outlasts every scenario.
+            "DEV_ISSUER_JWKS_MAX_AGE": "600",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dev_issuer"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     for _ in range(200):
         try:
             issuer_stats(issuer)
@@ -324,7 +340,7 @@ def start_issuer(port: int, issuer: str, material: Material) -> subprocess.Popen
             time.sleep(0.05)
     proc.terminate()
     proc.wait(timeout=10)
-    raise RuntimeError(f"bench issuer did not start on port {port}")
+    raise RuntimeError(f"dev issuer did not start on port {port}")
 
 
 def run_wrk(

@@ -14,9 +14,9 @@ from werkzeug.serving import WSGIRequestHandler
 from werkzeug.serving import make_server
 
 from dev_issuer.app import create_app
+from dev_issuer.app import load_key
 from dev_issuer.config import IssuerConfigError
 from dev_issuer.config import IssuerSettings
-from dev_issuer.keys import SigningKey
 
 log = logging.getLogger("dev_issuer")
 access_log = logging.getLogger("dev_issuer.access")
@@ -49,11 +49,7 @@ def main() -> int:
     _configure_logging()
     try:
         settings = IssuerSettings.from_env(os.environ)
-        key = (
-            SigningKey.from_pem_file(settings.key_file)
-            if settings.key_file
-            else SigningKey.generate()
-        )
+        key = load_key(settings)
     except IssuerConfigError as exc:
         print(f"dev_issuer: configuration error: {exc}", file=sys.stderr)
         return 2

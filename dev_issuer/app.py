@@ -12,6 +12,8 @@ from flask import jsonify
 from flask import request
 
 from dev_issuer.config import IssuerSettings
+from dev_issuer.control import CannedResponse
+from dev_issuer.control import IssuerControl
 from dev_issuer.keys import ALGORITHM
 from dev_issuer.keys import SigningKey
 from dev_issuer.oauth import AUTH_METHODS
@@ -25,15 +27,35 @@ class BadTokenRequest(ValueError):
     """The token request body cannot be read as OAuth parameters."""
 
 
-def create_app(settings: IssuerSettings | None = None, key: SigningKey | None = None) -> Flask:
+class _CannedBody(Response):
+    """A canned answer carries exactly the headers it was given (no default Content-Type)."""
+
+    default_mimetype = None
+
+
+def _canned(answer: CannedResponse) -> Response:
+    """Render a canned answer."""
+    return _CannedBody(answer.body, answer.status, answer.headers)
+
+
+def load_key(settings: IssuerSettings) -> SigningKey:
+    """Return the key from DEV_ISSUER_KEY_FILE, or a fresh one."""
+    if settings.key_file:
+        return SigningKey.from_pem_file(settings.key_file)
+    return SigningKey.generate()
+
+
+def create_app(
+    settings: IssuerSettings | None = None,
+    key: SigningKey | None = None,
+    control: IssuerControl | None = None,
+) -> Flask:
     """Build the issuer app; settings default to the environment, the key to a fresh one."""
     if settings is None:
         settings = IssuerSettings.from_env(os.environ)
-    if key is None:
-        key = (
-            SigningKey.from_pem_file(settings.key_file)
-            if settings.key_file
-            else SigningKey.generate()
+    if control is None:
+        control = IssuerControl(
+            key or load_key(settings), cache_control=settings.jwks_cache_control
         )
     # Authlib refuses plain-HTTP token requests except on loopback; this dev tool is meant to be
     # reached over plain HTTP on a private network too (e.g. http://issuer:3011 in compose).
@@ -41,31 +63,36 @@ def create_app(settings: IssuerSettings | None = None, key: SigningKey | None = 
 
     app = Flask("dev_issuer")
     app.config["MAX_CONTENT_LENGTH"] = _MAX_BODY
-    server = DevAuthorizationServer(app, settings, key)
-    scopes = sorted({s for c in settings.clients for s in c.scopes})
+    server = DevAuthorizationServer(app, settings, control)
+
+    @app.before_request
+    def record() -> None:
+        """Keep the request log the control asks for."""
+        control.record_request(request.path, dict(request.headers.items()))
 
     @app.get("/.well-known/openid-configuration")
     def discovery() -> Response:
         """Serve the OIDC/RFC 8414 discovery document."""
-        return jsonify(
-            {
-                "issuer": settings.issuer,
-                "jwks_uri": settings.jwks_uri,
-                "token_endpoint": settings.token_endpoint,
-                "grant_types_supported": ["client_credentials"],
-                "token_endpoint_auth_methods_supported": AUTH_METHODS,
-                "id_token_signing_alg_values_supported": [ALGORITHM],
-                "response_types_supported": [],
-                "subject_types_supported": ["public"],
-                "scopes_supported": scopes,
-                "claims_supported": ["iss", "sub", "aud", "iat", "exp", "azp", "gty", "scope"],
-            }
-        )
+        canned = control.count_discovery_fetch()
+        if canned is not None:
+            return _canned(canned)
+        return jsonify(discovery_document(settings))
 
     @app.get("/.well-known/jwks.json")
     def jwks() -> Response:
-        """Serve the public signing key set."""
-        return jsonify(key.jwks())
+        """Serve the public signing key set (counted per ?client= tag)."""
+        canned = control.count_jwks_fetch(request.args.get("client"))
+        if canned is not None:
+            return _canned(canned)
+        response = jsonify(control.jwks())
+        if control.cache_control:
+            response.headers["Cache-Control"] = control.cache_control
+        return response
+
+    @app.get("/stats")
+    def stats() -> Response:
+        """Report JWKS fetches per ?client= tag (benchmarks count each target's fetches)."""
+        return jsonify(control.fetch_counts())
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -89,6 +116,22 @@ def create_app(settings: IssuerSettings | None = None, key: SigningKey | None = 
         return jsonify(body), 413
 
     return app
+
+
+def discovery_document(settings: IssuerSettings) -> dict[str, Any]:
+    """Return the OIDC Discovery 1.0 / RFC 8414 metadata of this issuer."""
+    return {
+        "issuer": settings.issuer,
+        "jwks_uri": settings.jwks_uri,
+        "token_endpoint": settings.token_endpoint,
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "id_token_signing_alg_values_supported": [ALGORITHM],
+        "response_types_supported": [],
+        "subject_types_supported": ["public"],
+        "scopes_supported": sorted({s for c in settings.clients for s in c.scopes}),
+        "claims_supported": ["iss", "sub", "aud", "iat", "exp", "azp", "gty", "scope"],
+    }
 
 
 def read_token_params(req: Request) -> dict[str, str]:

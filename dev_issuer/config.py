@@ -52,6 +52,12 @@ class IssuerSettings:
     token_ttl: int = DEFAULT_TOKEN_TTL
     clients: tuple[ClientConfig, ...] = field(default_factory=default_clients)
     key_file: str | None = None
+    jwks_max_age: int | None = None
+
+    @property
+    def jwks_cache_control(self) -> str | None:
+        """Return the JWKS response's Cache-Control (RFC 9111 section 5.2.2.1), if any."""
+        return None if self.jwks_max_age is None else f"public, max-age={self.jwks_max_age}"
 
     @property
     def jwks_uri(self) -> str:
@@ -82,7 +88,12 @@ class IssuerSettings:
         raw_clients = env.get("DEV_ISSUER_CLIENTS", "").strip()
         clients = parse_clients(raw_clients, audiences) if raw_clients else default_clients()
         key_file = env.get("DEV_ISSUER_KEY_FILE", "").strip() or None
-        return cls(host, port, issuer, audiences, ttl, clients, key_file)
+        max_age = (
+            _int(env, "DEV_ISSUER_JWKS_MAX_AGE", 0, minimum=0, maximum=_MAX_TTL)
+            if env.get("DEV_ISSUER_JWKS_MAX_AGE", "").strip()
+            else None
+        )
+        return cls(host, port, issuer, audiences, ttl, clients, key_file, max_age)
 
 
 def _url_host(host: str) -> str:

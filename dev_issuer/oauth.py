@@ -23,7 +23,7 @@ from flask import request as flask_request
 
 from dev_issuer.config import ClientConfig
 from dev_issuer.config import IssuerSettings
-from dev_issuer.keys import SigningKey
+from dev_issuer.control import IssuerControl
 from dev_issuer.keys import now
 
 log = logging.getLogger("dev_issuer")
@@ -183,12 +183,12 @@ class Auth0ClientCredentialsGrant(ClientCredentialsGrant):
 
 
 class DevAuthorizationServer(AuthorizationServer):
-    """Flask AuthorizationServer holding the dev clients and the signing key."""
+    """Flask AuthorizationServer holding the dev clients and the published keys."""
 
-    def __init__(self, app: Flask, settings: IssuerSettings, key: SigningKey) -> None:
+    def __init__(self, app: Flask, settings: IssuerSettings, control: IssuerControl) -> None:
         """Register the client-credentials grant and body-aware client authentication."""
         self.settings = settings
-        self.key = key
+        self.control = control
         self.clients = {c.client_id: Client(c, settings.audiences) for c in settings.clients}
         super().__init__(app, query_client=self.clients.get, save_token=_record_issue)
         self.register_grant(Auth0ClientCredentialsGrant)
@@ -219,7 +219,7 @@ class DevAuthorizationServer(AuthorizationServer):
         if scopes:
             claims["scope"] = " ".join(scopes)
             token["scope"] = claims["scope"]
-        token["access_token"] = self.key.sign(claims)
+        token["access_token"] = self.control.current_key.encode_jwt(claims)
         return token
 
 

@@ -454,6 +454,7 @@ def test_sigterm_exits_cleanly(tmp_path: Path) -> None:
         ({"DEV_ISSUER_CLIENTS": '{"a": {"scopes": []}}'}, "DEV_ISSUER_CLIENTS"),
         ({"DEV_ISSUER_URL": "ftp://x/"}, "DEV_ISSUER_URL"),
         ({"DEV_ISSUER_KEY_FILE": "/nonexistent/key.pem"}, "DEV_ISSUER_KEY_FILE"),
+        ({"DEV_ISSUER_JWKS_MAX_AGE": "-1"}, "DEV_ISSUER_JWKS_MAX_AGE"),
     ],
 )
 def test_bad_configuration_exits_with_one_line(env: dict[str, str], variable: str) -> None:
