@@ -46,7 +46,7 @@ def build_ours(issuer: str, audience: str, jwks_uri: str) -> Validate:
     settings = Settings.from_env(
         {"AUTH0_ISSUER": issuer, "AUTH0_AUDIENCE": audience, "AUTH0_JWKS_URI": jwks_uri}
     )
-    return verifier_for(settings, lambda outcome, error: None).verify
+    return verifier_for(settings, lambda event: None).verify
 
 
 def build_quickstart(issuer: str, audience: str, keyset: KeySet) -> Validate:
