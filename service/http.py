@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from . import metrics
 from .logging import REQUEST_ID_ENVIRON_KEY
 from .logging import ROUTE_ENVIRON_KEY
+from .logging import SERVER_REQUEST_ID_ENVIRON_KEY
 from .logging import get_logger
 
 HEADER = "X-Request-ID"
@@ -46,13 +47,23 @@ def new_request_id() -> str:
 
 
 def _start() -> None:
-    """Adopt or mint the request id and bind it to every log line of this request."""
-    incoming = request.environ.get("HTTP_X_REQUEST_ID")
-    request_id = incoming if incoming and _WELL_FORMED.fullmatch(incoming) else new_request_id()
+    """Adopt or mint the request id and bind it to every log line of this request.
+
+    A client can send any well-formed id, also one it (or someone else) used before; then the
+    lines of this request also carry ``server_request_id``, an id the service chose, so one
+    request's lines stay tellable apart from another's.
+    """
+    environ = request.environ
+    incoming = environ.get("HTTP_X_REQUEST_ID")
     g.started = time.perf_counter()
-    request.environ[REQUEST_ID_ENVIRON_KEY] = request_id
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    if incoming and _WELL_FORMED.fullmatch(incoming):
+        server_id = environ[SERVER_REQUEST_ID_ENVIRON_KEY] = new_request_id()
+        environ[REQUEST_ID_ENVIRON_KEY] = incoming
+        structlog.contextvars.bind_contextvars(request_id=incoming, server_request_id=server_id)
+    else:
+        request_id = environ[REQUEST_ID_ENVIRON_KEY] = new_request_id()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
 
 
 def _finish(response: Response) -> Response:

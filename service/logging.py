@@ -25,6 +25,14 @@ from .config import log_settings
 REQUEST_ID_ENVIRON_KEY = "service.request_id"
 #: WSGI environ key where the app leaves the matched route template for the access line.
 ROUTE_ENVIRON_KEY = "service.route"
+#: WSGI environ key for the id the service generated when the client chose the request id.
+SERVER_REQUEST_ID_ENVIRON_KEY = "service.server_request_id"
+
+#: Longest client-supplied text a log line carries (request path, User-Agent, third-party messages
+#: that quote a request, exception messages): one request must not be able to write a huge line.
+MAX_LOGGED_CHARS = 1024
+#: Appended to a value cut at MAX_LOGGED_CHARS.
+TRUNCATED = "...[truncated]"
 
 #: The request id of a request gunicorn itself refused (set by service.gunicorn_worker, per thread).
 parse_error_context = threading.local()
@@ -47,6 +55,21 @@ def _renderer(log_format: str) -> Any:
 def _orjson_text(obj: Any, default: Any = None, **_kw: Any) -> str:
     """orjson, returned as str: ProcessorFormatter and WriteLogger both need text (trap 15)."""
     return orjson.dumps(obj, default=default).decode()
+
+
+def clip(value: str | None) -> str | None:
+    """A client-supplied value, cut to MAX_LOGGED_CHARS (and marked) when longer."""
+    if value is None or len(value) <= MAX_LOGGED_CHARS:
+        return value
+    return value[:MAX_LOGGED_CHARS] + TRUNCATED
+
+
+def _clip_exceptions(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Cut exception messages, which can quote client input, like any client-supplied text."""
+    for exc in event.get("exception") or ():
+        if isinstance(exc, dict) and isinstance(exc.get("exc_value"), str):
+            exc["exc_value"] = clip(exc["exc_value"])
+    return event
 
 
 def _logger_key(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +101,7 @@ def configure(log_format: str = "json", level: str = "INFO") -> None:
             _logger_key,
             _timestamper(),
             _tracebacks,
+            _clip_exceptions,
             _renderer(log_format),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
@@ -103,10 +127,15 @@ _CREDENTIALS = re.compile(
 
 
 def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Blank out credentials in third-party log messages; our own events never carry them."""
+    """Blank out credentials in third-party log messages, then cut them to MAX_LOGGED_CHARS.
+
+    Our own events never carry credentials; gunicorn's warnings quote rejected requests.
+    """
     message = event.get("event")
-    if isinstance(message, str) and _CREDENTIALS.search(message):
-        event["event"] = _CREDENTIALS.sub("[redacted]", message)
+    if isinstance(message, str):
+        if _CREDENTIALS.search(message):
+            message = _CREDENTIALS.sub("[redacted]", message)
+        event["event"] = clip(message)
     return event
 
 
@@ -126,6 +155,7 @@ def stdout_handler(log_format: str) -> logging.Handler:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 _tracebacks,
+                _clip_exceptions,
                 _renderer(log_format),
             ],
         )
@@ -160,21 +190,27 @@ class GunicornLogger(_GunicornBaseLogger):
         """Emit one ``http_request`` line carrying the request's id (read back from environ).
 
         It goes through structlog's direct path rather than stdlib logging: this line is
-        written for every request, so it is the hottest log call in the service.
+        written for every request, so it is the hottest log call in the service. Path and
+        User-Agent are the client's text: cut to MAX_LOGGED_CHARS (the method is a token of at
+        most 20 characters by gunicorn's parser, the request id is checked by service.http).
         """
         if not self.access_log_enabled:
             return
         status = getattr(resp, "status_code", None) or str(resp.status).split(None, 1)[0]
+        # Only present when the client chose the request id (service.http).
+        server_id = environ.get(SERVER_REQUEST_ID_ENVIRON_KEY)
+        extra = {"server_request_id": server_id} if server_id is not None else {}
         self._access.info(
             "http_request",
             request_id=environ.get(REQUEST_ID_ENVIRON_KEY)
             or getattr(parse_error_context, "request_id", None),
             method=environ.get("REQUEST_METHOD"),
-            path=environ.get("PATH_INFO"),
+            path=clip(environ.get("PATH_INFO")),
             route=environ.get(ROUTE_ENVIRON_KEY),
             status=int(status),
             duration_ms=round(request_time.total_seconds() * 1000.0, 3),
             remote_addr=environ.get("REMOTE_ADDR"),
-            user_agent=environ.get("HTTP_USER_AGENT"),
+            user_agent=clip(environ.get("HTTP_USER_AGENT")),
             bytes=getattr(resp, "sent", None),
+            **extra,
         )

@@ -34,6 +34,10 @@ from .jwks import VerificationKey
 
 _TO_STANDARD_B64 = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"=", b"==", b"=")  # length % 4 == 1 is impossible; strict mode refuses it
+#: RFC 4648 §3.5: a canonical encoding leaves the unused low bits of its last character zero.
+#: The characters allowed last, by segment length % 4 (2: 4 unused bits, 3: 2 unused bits), so
+#: no token has a second spelling (its cache key and any deny-list entry stay unique).
+_CANONICAL_LAST = ("", "", "AQgw", "AEIMQUYcgkosw048")
 #: RFC 8725 §3.5 / RFC 7515 §4.1.2-6: keys named by the token itself are never trusted.
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: Distinct valid token headers remembered checked (a handful per issuer key; bounded).
@@ -284,11 +288,14 @@ def _is_time(value: Any) -> bool:
 
 
 def _b64decode(segment: str) -> bytes:
-    """Strict base64url decoding (RFC 7515 §2: URL-safe alphabet, no padding)."""
+    """Strict, canonical base64url decoding (RFC 7515 §2, RFC 4648 §3.5)."""
     # '+', '/' and '=' would pass the translation below, so they are refused first; strict
     # mode then rejects every other character outside the alphabet (and impossible lengths).
     if not segment or "+" in segment or "/" in segment or "=" in segment:
         raise deny("malformed", "The access token is not valid base64url.")
+    tail = len(segment) % 4
+    if tail > 1 and segment[-1] not in _CANONICAL_LAST[tail]:
+        raise deny("malformed", "The access token is not canonical base64url.")
     try:
         # bytes.translate runs in C; str.translate would cost a dict lookup per character.
         data = segment.encode("ascii").translate(_TO_STANDARD_B64) + _PADDING[len(segment) % 4]
