@@ -4,6 +4,8 @@
 # target does not start, wrk finds no summary, or the run crashes. Installs wrk and node deps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The in-process WSGI benchmark first (seconds): ours vs the quickstart without HTTP noise.
+.venv/bin/python -m bench.wsgi --quick --issuer-port "${BENCH_WSGI_ISSUER_PORT:-3018}"
 bench/run --quick --issuer-port "${BENCH_ISSUER_PORT:-3019}"
 # Every scenario must have answered with the expected statuses (a functional check, not timing).
 .venv/bin/python - <<'PY'

@@ -1,0 +1,344 @@
+"""In-process WSGI benchmark: microseconds per request through each app's WSGI callable, no server.
+
+Usage (repo root): .venv/bin/python -m bench.wsgi [--requests 2000] [--repeats 5] [--quick]
+                   [--instructions]
+
+It builds ours (``service.app.create_app``, production settings, multiprocess metrics, JSON logs to
+/dev/null) and the quickstart re-implementation (``bench/quickstart``) against one local issuer,
+then drives each scenario through ``app(environ, start_response)`` with a prepared environ. Targets
+take turns within every repeat, and the order rotates between repeats, so drift of a shared machine
+hits both alike; the figure kept is the minimum over repeats (the run least disturbed by others).
+``--instructions`` adds valgrind cachegrind instruction counts per request, which are immune to
+noise (each count is the difference of two runs, so start-up cost cancels out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
+
+#: (scenario, path, which tokens, expected status): each request a fresh copy of one environ.
+SCENARIOS: tuple[tuple[str, str, str | None, int], ...] = (
+    ("public", "/api/public", None, 200),
+    ("private_hot", "/api/private", "hot", 200),
+    ("private_cold", "/api/private", "cold", 200),
+    ("bad_signature", "/api/private", "badsig", 401),
+)
+TARGETS = ("ours", "quickstart")
+#: The targets' goals, as ratios of two (target, scenario) cells of the same run.
+GOALS: tuple[tuple[str, tuple[str, str], tuple[str, str], float], ...] = (
+    ("ours public / quickstart public", ("ours", "public"), ("quickstart", "public"), 1.0),
+    ("ours private hot / ours public", ("ours", "private_hot"), ("ours", "public"), 1.1),
+    ("ours private cold / quickstart private cold", ("ours", "private_cold"),
+     ("quickstart", "private_cold"), 0.75),
+    ("ours bad signature / quickstart bad signature", ("ours", "bad_signature"),
+     ("quickstart", "bad_signature"), 0.75),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One (target, scenario) measurement: every repeat's µs per request."""
+
+    target: str
+    scenario: str
+    runs: tuple[float, ...]
+
+    @property
+    def best(self) -> float:
+        """The least disturbed repeat."""
+        return min(self.runs)
+
+
+def _environ(path: str, token: str | None) -> dict[str, Any]:
+    """A WSGI environ as gunicorn builds it for ``GET path`` (with a bearer token if given)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "RAW_URI": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "3010",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "50000",
+        "HTTP_HOST": "127.0.0.1:3010",
+        "HTTP_USER_AGENT": "bench/1.0",
+        "HTTP_ACCEPT": "*/*",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    if token is not None:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return environ
+
+
+def _call(app: WSGIApp, environ: dict[str, Any]) -> int:
+    """One request through the WSGI callable; returns the status code."""
+    status: list[str] = []
+
+    def start_response(line: str, headers: Any, exc_info: Any = None) -> Any:
+        status.append(line)
+        return None
+
+    environ = dict(environ)
+    environ["wsgi.input"] = io.BytesIO(b"")
+    body = app(environ, start_response)
+    try:
+        for _chunk in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return int(status[0].split(None, 1)[0])
+
+
+class Tokens:
+    """Token streams per kind: ``hot`` repeats one token, the others never repeat within a run."""
+
+    def __init__(self, material: Any) -> None:
+        self._hot = material.hot_token()
+        self._lists = {name: material.tokens(name).read_text().split() for name in ("cold", "badsig")}
+        self._next = dict.fromkeys(self._lists, 0)
+
+    def take(self, kind: str | None, count: int, target: str) -> Iterator[str | None]:
+        """``count`` tokens of a kind; each target gets its own slice of the distinct lists."""
+        if kind is None:
+            return iter([None] * count)
+        if kind == "hot":
+            return iter([self._hot] * count)
+        tokens = self._lists[kind]
+        start = self._next[kind]
+        self._next[kind] = start + count
+        if start + count > len(tokens):
+            raise SystemExit(f"bench.wsgi: not enough {kind} tokens; lower --requests or --repeats")
+        return iter(tokens[start : start + count])
+
+
+def _quiet_stdout() -> Any:
+    """Send stdout (where ours writes its JSON log lines) to /dev/null; return the real one."""
+    real = sys.stdout
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return real
+
+
+def build_targets(issuer: str, audience: str, jwks_uri: str) -> dict[str, WSGIApp]:
+    """Ours as shipped (production settings) and the quickstart, both trusting ``issuer``."""
+    # prometheus_client picks its multiprocess value store at import: set the directory first,
+    # exactly as gunicorn.conf.py does for the real service.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-wsgi-metrics-"))
+    from service.app import create_app
+    from service.config import Settings
+
+    ours = create_app(
+        Settings.from_env(
+            {"AUTH0_ISSUER": issuer, "AUTH0_AUDIENCE": audience, "AUTH0_JWKS_URI": jwks_uri}
+        )
+    )
+    os.environ.update({"AUTH0_ISSUER": issuer, "API_IDENTIFIER": audience})
+    sys.path.insert(0, str(ROOT / "bench" / "quickstart"))
+    import server as quickstart  # type: ignore[import-not-found]  # bench/quickstart/server.py
+
+    # Start-up garbage goes to the permanent generation: collections during the measurement then
+    # scan only what requests allocate, not every import (the same for both targets).
+    gc.collect()
+    gc.freeze()
+    return {"ours": ours, "quickstart": quickstart.APP}
+
+
+def measure(
+    apps: dict[str, WSGIApp], tokens: Tokens, requests: int, repeats: int
+) -> dict[tuple[str, str], Cell]:
+    """Interleave targets within each repeat (order rotating) and return every cell's runs."""
+    runs: dict[tuple[str, str], list[float]] = {}
+    for repeat in range(repeats):
+        for index, (scenario, path, kind, expected) in enumerate(SCENARIOS):
+            order = TARGETS[(repeat + index) % 2 :] + TARGETS[: (repeat + index) % 2]
+            for target in order:
+                app = apps[target]
+                environs = [_environ(path, t) for t in tokens.take(kind, requests, target)]
+                # One untimed request checks the status and warms this route's code path.
+                status = _call(app, environs[0])
+                if status != expected:
+                    raise SystemExit(f"bench.wsgi: {target} {scenario} answered {status}, not {expected}")
+                started = time.perf_counter_ns()
+                for environ in environs:
+                    _call(app, environ)
+                elapsed = time.perf_counter_ns() - started
+                runs.setdefault((target, scenario), []).append(elapsed / requests / 1000)
+    return {key: Cell(key[0], key[1], tuple(values)) for key, values in runs.items()}
+
+
+def instructions(target: str, scenario: str, issuer_port: int, requests: int, tokens: int) -> float | None:
+    """Instructions per request under cachegrind: the difference of a run of N and of 2N."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    counts = []
+    for n in (requests, requests * 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "cg.out"
+            subprocess.run(
+                [valgrind, "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
+                 sys.executable, "-m", "bench.wsgi", "--child", target, scenario,
+                 "--requests", str(n), "--issuer-port", str(issuer_port), "--tokens", str(tokens)],
+                cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            counts.append(_total_instructions(out))
+    return (counts[1] - counts[0]) / requests
+
+
+def _total_instructions(path: Path) -> int:
+    """The ``summary:`` line of a cachegrind output file (Ir is its first event)."""
+    for line in path.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"bench.wsgi: no summary in {path}")
+
+
+def _report(cells: dict[tuple[str, str], Cell], irs: dict[tuple[str, str], float | None],
+            requests: int, repeats: int) -> dict[str, Any]:
+    """Print the markdown tables and return the JSON-able results."""
+    print(f"In-process WSGI benchmark: µs per request, min of {repeats} repeats × {requests} requests.\n")
+    header = "| scenario | " + " | ".join(f"{t} µs" for t in TARGETS)
+    if irs:
+        header += " | " + " | ".join(f"{t} instr/req" for t in TARGETS)
+    print(header + " |")
+    print("|---|" + "---:|" * (len(TARGETS) * (2 if irs else 1)))
+    for scenario, *_ in SCENARIOS:
+        row = [f"{cells[(t, scenario)].best:.1f}" for t in TARGETS]
+        if irs:
+            row += [f"{irs[(t, scenario)]:,.0f}" if irs.get((t, scenario)) else "—" for t in TARGETS]
+        print(f"| {scenario} | " + " | ".join(row) + " |")
+    print("\n| ratio (same run) | by time | by instructions | target |")
+    print("|---|---:|---:|---:|")
+    ratios = []
+    for name, a, b, goal in GOALS:
+        by_time = cells[a].best / cells[b].best
+        by_ir = irs[a] / irs[b] if irs.get(a) and irs.get(b) else None
+        ratios.append({"ratio": name, "by_time": round(by_time, 3),
+                       "by_instructions": round(by_ir, 3) if by_ir else None, "goal_at_most": goal})
+        ir_text = f"{by_ir:.2f}" if by_ir else "—"
+        print(f"| {name} | {by_time:.2f} | {ir_text} | ≤ {goal} |")
+    return {
+        "requests": requests,
+        "repeats": repeats,
+        "cells": [{"target": c.target, "scenario": c.scenario, "best_us": round(c.best, 2),
+                   "runs_us": [round(r, 2) for r in c.runs]} for c in cells.values()],
+        "instructions_per_request": {f"{t}/{s}": v for (t, s), v in irs.items()},
+        "ratios": ratios,
+    }
+
+
+def _child(target: str, scenario: str, requests: int, issuer: Any) -> None:
+    """Run one (target, scenario) ``requests`` times: the body measured under cachegrind."""
+    apps = build_targets(issuer.url, issuer.audience, issuer.jwks_uri)
+    spec = next(s for s in SCENARIOS if s[0] == scenario)
+    tokens = Tokens(issuer.material)
+    environs = [_environ(spec[1], t) for t in tokens.take(spec[2], requests + 1, target)]
+    _call(apps[target], environs[0])
+    for environ in environs[1:]:
+        _call(apps[target], environ)
+
+
+@dataclass(frozen=True, slots=True)
+class _Issuer:
+    """The local issuer the targets trust."""
+
+    url: str
+    audience: str
+    jwks_uri: str
+    material: Any
+
+
+def _start_issuer(port: int, count: int) -> tuple[_Issuer, Callable[[], None]]:
+    """Serve discovery and the bench JWKS on loopback in a thread; return it and its stopper."""
+    from bench.issuer import IssuerServer
+    from bench.material import AUDIENCE
+    from bench.material import prepare
+
+    url = f"http://127.0.0.1:{port}/"
+    # A cache of its own: bench.micro and bench/run mint for another issuer URL.
+    material = prepare(ROOT / "bench" / "results" / "cache-wsgi", url, count)
+    server = IssuerServer(port, url, material.jwks_path)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return _Issuer(url, AUDIENCE, f"{url}.well-known/jwks.json", material), stop
+
+
+def _nothing() -> None:
+    """A stopper for an issuer already stopped."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its tables (and JSON with --json)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.wsgi", description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per repeat and cell")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="CI smoke: 200 requests × 2 repeats")
+    parser.add_argument("--instructions", action="store_true", help="add cachegrind instruction counts")
+    parser.add_argument("--issuer-port", type=int, default=3018)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("TARGET", "SCENARIO"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.repeats = 200, 2
+    # Enough distinct tokens for every cell and for the cachegrind children (N and 2N requests).
+    count = args.tokens or max(args.requests * args.repeats * 2 + 10, 3 * min(args.requests, 500) + 10)
+    issuer, stop = _start_issuer(args.issuer_port, count)
+    real_stdout = _quiet_stdout()
+    try:
+        if args.child:
+            _child(args.child[0], args.child[1], args.requests, issuer)
+            return 0
+        apps = build_targets(issuer.url, issuer.audience, issuer.jwks_uri)
+        cells = measure(apps, Tokens(issuer.material), args.requests, args.repeats)
+        irs: dict[tuple[str, str], float | None] = {}
+        if args.instructions:
+            # Each child serves its own issuer on the same port: free it first.
+            stop()
+            stop = _nothing
+            n = min(args.requests, 500)
+            for scenario, *_ in SCENARIOS:
+                for target in TARGETS:
+                    irs[(target, scenario)] = instructions(target, scenario, args.issuer_port, n, count)
+        sys.stdout = real_stdout
+        results = _report(cells, irs, args.requests, args.repeats)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        sys.stdout = real_stdout
+        stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
