@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -276,21 +275,21 @@ class _Issuer:
 
 def _start_issuer(port: int, count: int) -> tuple[_Issuer, Callable[[], None]]:
     """Serve discovery and the bench JWKS on loopback in a thread; return it and its stopper."""
-    from bench.issuer import IssuerServer
     from bench.material import AUDIENCE
     from bench.material import prepare
+    from dev_issuer.app import create_app
+    from dev_issuer.config import IssuerSettings
+    from dev_issuer.keys import SigningKey
+    from dev_issuer.server import BackgroundServer
 
     url = f"http://127.0.0.1:{port}/"
     # A cache of its own: bench.micro and bench/run mint for another issuer URL.
     material = prepare(ROOT / "bench" / "results" / "cache-wsgi", url, count)
-    server = IssuerServer(port, url, material.jwks_path)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = IssuerSettings(port=port, issuer=url, audiences=(AUDIENCE,))
+    key = SigningKey.from_pem_file(str(material.key_path))
+    server = BackgroundServer(create_app(settings, key), port=port).start()
 
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    return _Issuer(url, AUDIENCE, f"{url}.well-known/jwks.json", material), stop
+    return _Issuer(url, AUDIENCE, f"{url}.well-known/jwks.json", material), server.stop
 
 
 def _nothing() -> None:
