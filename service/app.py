@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     http.init_app(app)
     auth.init_app(app, settings)
-    metrics.init_app(app)
+    metrics.init_app(app, settings)
     routes.init_app(app)
     # Browsers preflight with OPTIONS and no credentials: flask-cors answers it before any
     # auth check (the trap of express-oauth2-jwt-bearer #44).

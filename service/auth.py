@@ -249,15 +249,18 @@ require_auth = Protector()
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Build this app's verifier (with its own JWKS cache) and bearer-token validator."""
-    verifier = verifier_for(settings, on_fetch=_fetch_logged)
+    verifier = verifier_for(
+        settings, on_fetch=_fetch_logged, on_cache_lookup=metrics.token_cache_lookup
+    )
+    metrics.track_issuer(verifier.jwks.issuer)
     validator = Auth0BearerTokenValidator(verifier)
     app.extensions["auth_validators"] = {validator.TOKEN_TYPE: validator}
     app.extensions["auth_verifier"] = verifier
 
 
 def _fetch_logged(event: FetchEvent) -> None:
-    """Count every JWKS fetch and log the failures."""
-    metrics.jwks_fetch(event.outcome).inc()
+    """Count and time every JWKS fetch, and log the failures."""
+    metrics.jwks_fetched(event)
     if event.error is not None:
         log.warning("jwks_fetch_failed", error=event.error)
     else:

@@ -64,6 +64,14 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
         "bearer tokens are not cookies, so any origin is safe by default; list origins to narrow.",
     ),
     "LOG_FORMAT": ("json", "JSON lines for log shippers; 'console' for humans."),
+    "SERVICE_VERSION": (
+        "dev",
+        "service_build_info's version; the image stamps its release at build time.",
+    ),
+    "SERVICE_REVISION": (
+        "unknown",
+        "service_build_info's revision (the source commit); the image stamps it at build time.",
+    ),
     "LOG_LEVEL": ("info", "one auth_decision line per protected request at info."),
     # gunicorn (read by gunicorn.conf.py through server_int below):
     "PORT": ("3010", "the quickstart's port; `--bind` on the command line wins."),
@@ -106,6 +114,8 @@ class Settings:
     cors_origins: tuple[str, ...]
     log_format: str
     log_level: str
+    version: str
+    revision: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -142,6 +152,8 @@ class Settings:
             cors_origins=origins or ("*",),
             log_format=log_format,
             log_level=log_level,
+            version=reader.label("SERVICE_VERSION"),
+            revision=reader.label("SERVICE_REVISION"),
         )
 
 
@@ -182,6 +194,13 @@ class _Reader:
         value = self._env.get(name, "").strip()
         if not value:
             raise ConfigError(f"{name} is required but not set")
+        return value
+
+    def label(self, name: str) -> str:
+        """Return a short printable value fit for a metric label."""
+        value = self.get(name)
+        if len(value) > 128 or not value.isprintable():
+            raise ConfigError(f"{name}: must be at most 128 printable characters")
         return value
 
     def number(self, name: str, *, minimum: float, maximum: float | None = None) -> float:

@@ -17,11 +17,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import REGISTRY
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
+from prometheus_client import Gauge
 from prometheus_client import Histogram
 from prometheus_client import generate_latest
 from prometheus_client import multiprocess
 
+from .config import Settings
+from .jwks import FetchEvent
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: A fetch is a network round trip or two, bounded by AUTH0_HTTP_TIMEOUT (at most 60 s each).
+_FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 AUTH_DECISIONS = Counter(
     "auth_decisions_total",
@@ -36,6 +42,34 @@ AUTH_DURATION = Histogram(
 )
 JWKS_FETCHES = Counter(
     "jwks_fetches_total", "JWKS (and discovery) fetch attempts by outcome.", ["outcome"]
+)
+# JWKS gauges are labelled by issuer: bounded by configuration, never by client input.
+JWKS_FETCH_DURATION = Histogram(
+    "jwks_fetch_duration_seconds",
+    "Time one JWKS fetch (discovery included) took, successful or not.",
+    ["issuer"],
+    buckets=_FETCH_BUCKETS,
+)
+# "max" across workers: the freshest success any worker of this instance has had (0 = never).
+JWKS_LAST_SUCCESS = Gauge(
+    "jwks_last_success_timestamp_seconds",
+    "Unix time of the last successful JWKS fetch (0 = none yet).",
+    ["issuer"],
+    multiprocess_mode="max",
+)
+JWKS_KEYS = Gauge(
+    "jwks_keys", "Usable keys in the current JWKS.", ["issuer"], multiprocess_mode="max"
+)
+TOKEN_CACHE = Counter(
+    "token_cache_requests_total",
+    "Verified-token cache lookups: hit (no signature check) or miss.",
+    ["result"],
+)
+BUILD_INFO = Gauge(
+    "service_build_info",
+    "Always 1; the labels say which build is running.",
+    ["version", "revision"],
+    multiprocess_mode="max",
 )
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests by route template, method and status.",
@@ -69,6 +103,22 @@ auth_duration = _resolver(AUTH_DURATION)
 jwks_fetch = _resolver(JWKS_FETCHES)
 http_request = _resolver(HTTP_REQUESTS)
 http_duration = _resolver(HTTP_DURATION)
+_token_cache_hit = TOKEN_CACHE.labels("hit")
+_token_cache_miss = TOKEN_CACHE.labels("miss")
+
+
+def token_cache_lookup(hit: bool) -> None:
+    """Count one verified-token cache lookup."""
+    (_token_cache_hit if hit else _token_cache_miss).inc()
+
+
+def jwks_fetched(event: FetchEvent) -> None:
+    """Record one JWKS fetch: outcome, duration, keys held after it, time of a success."""
+    jwks_fetch(event.outcome).inc()
+    JWKS_FETCH_DURATION.labels(event.issuer).observe(event.duration)
+    JWKS_KEYS.labels(event.issuer).set(event.keys)
+    if event.outcome == "success":
+        JWKS_LAST_SUCCESS.labels(event.issuer).set_to_current_time()
 
 
 @bp.get("/metrics")
@@ -83,8 +133,18 @@ def metrics() -> Response:
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
 
-def init_app(app: Any) -> None:
+def init_app(app: Any, settings: Settings) -> None:
     """Register the /metrics endpoint and pre-create the always-present series."""
     app.register_blueprint(bp)
     for outcome in ("success", "error"):
         jwks_fetch(outcome)
+    _token_cache_hit.inc(0)
+    _token_cache_miss.inc(0)
+    BUILD_INFO.labels(settings.version, settings.revision).set(1)
+
+
+def track_issuer(issuer: str) -> None:
+    """Pre-create an issuer's JWKS series: 0 keys and no success yet, until a fetch succeeds."""
+    JWKS_KEYS.labels(issuer).set(0)
+    JWKS_LAST_SUCCESS.labels(issuer).set(0)
+    JWKS_FETCH_DURATION.labels(issuer)

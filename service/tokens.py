@@ -93,9 +93,16 @@ class AccessToken:
 class TokenVerifier:
     """Checks a compact JWS access token against the issuer's keys and this API's claims."""
 
-    def __init__(self, settings: Settings, jwks: JWKSCache) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jwks: JWKSCache,
+        on_cache_lookup: Callable[[bool], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._jwks = jwks
+        #: Told hit (True) or miss (False) for every lookup in the verified-token cache.
+        self._on_cache_lookup = on_cache_lookup or (lambda hit: None)
         self._algorithms = frozenset(settings.algorithms)
         self._signature_checks = {alg: _signature_check(alg) for alg in settings.algorithms}
         # Insertion-ordered, oldest evicted first; OrderedDict pops its head in O(1) where a
@@ -119,7 +126,9 @@ class TokenVerifier:
             digest = hashlib.sha256(token.encode("latin-1")).digest()
             cached = self._cache.get(digest)
             if cached is not None and self._still_valid(cached):
+                self._on_cache_lookup(True)
                 return cached
+            self._on_cache_lookup(False)
         access_token = self._verify_fully(token)
         if self._cache_size:
             self._remember(digest, access_token)
@@ -324,6 +333,10 @@ def _permissions(claims: dict[str, Any]) -> frozenset[str]:
     return frozenset(granted)
 
 
-def verifier_for(settings: Settings, on_fetch: Callable[[FetchEvent], None]) -> TokenVerifier:
+def verifier_for(
+    settings: Settings,
+    on_fetch: Callable[[FetchEvent], None],
+    on_cache_lookup: Callable[[bool], None] | None = None,
+) -> TokenVerifier:
     """Build a verifier with its own process-level JWKS cache."""
-    return TokenVerifier(settings, JWKSCache(settings, on_fetch=on_fetch))
+    return TokenVerifier(settings, JWKSCache(settings, on_fetch=on_fetch), on_cache_lookup)
