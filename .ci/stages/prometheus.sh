@@ -3,6 +3,8 @@
 # the service started locally from .venv with gunicorn, next to the dev issuer:
 #   promtool check config  the repo's scrape config (deploy/prometheus/prometheus.yml) and its
 #                          loopback variant
+#   promtool check rules   the alert rules (deploy/prometheus/alerts.yml) and the dashboard's
+#                          queries (as recording rules); promtool test rules: alerts.test.yml
 #   promtool check metrics a real /metrics scrape after bin/smoke produced decisions
 #   prometheus             a real server on a loopback port scrapes the service; its API must show
 #                          the target up and auth_decisions_total equal to bin/smoke's counts
@@ -67,6 +69,7 @@ step "Debian's prometheus + promtool" install_prometheus
 # A loopback variant of the repo's scrape config: same jobs and intervals, targets rewritten.
 make_local_config() {
   .venv/bin/python - "$API_PORT" "$PROM_PORT" > "$WORK/prometheus.yml" <<'EOF'
+import os
 import sys
 
 import yaml
@@ -79,6 +82,8 @@ jobs = {job["job_name"] for job in config["scrape_configs"]}
 assert jobs == set(targets), f"scrape jobs changed: {sorted(jobs)}"
 for job in config["scrape_configs"]:
     job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+# Rule files are relative to the config file, which moves to the work directory.
+config["rule_files"] = [f"{os.getcwd()}/deploy/prometheus/{name}" for name in config["rule_files"]]
 print(yaml.safe_dump(config, sort_keys=False))
 EOF
 }
@@ -87,6 +92,14 @@ step "promtool check config deploy/prometheus/prometheus.yml" \
 venv_module yaml
 step "write loopback scrape config" make_local_config
 step "promtool check config (loopback variant)" promtool check config "$WORK/prometheus.yml"
+step "promtool check rules deploy/prometheus/alerts.yml" promtool check rules deploy/prometheus/alerts.yml
+step "promtool test rules deploy/prometheus/alerts.test.yml" \
+  promtool test rules deploy/prometheus/alerts.test.yml
+venv_tool pytest
+# The same promtool checks, plus the dashboard's queries and the PrometheusRule wrapper, as the
+# unit tests run them; here promtool is installed, so none may skip.
+step "pytest tests/unit/test_alerts.py (promtool present: no skips)" \
+  env REQUIRE_PROMTOOL=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_alerts.py
 
 start_service() {
   # DEVELOPMENT issuer on loopback; its identifier is its loopback URL here.
@@ -115,7 +128,9 @@ check_metrics() {
   curl -fsS --max-time 5 "http://127.0.0.1:$API_PORT/metrics" > "$WORK/metrics.txt"
   promtool check metrics < "$WORK/metrics.txt"
   for name in auth_decisions_total auth_decision_duration_seconds_bucket jwks_fetches_total \
-              http_requests_total http_request_duration_seconds_bucket; do
+              http_requests_total http_request_duration_seconds_bucket jwks_keys \
+              jwks_fetch_duration_seconds_bucket jwks_last_success_timestamp_seconds \
+              token_cache_requests_total service_build_info; do
     grep -q "^$name{" "$WORK/metrics.txt" || { echo "no $name series in the scrape"; return 1; }
   done
   echo "$(grep -c -v '^#' "$WORK/metrics.txt") samples, lint clean"
@@ -144,6 +159,17 @@ scraped() {
   wait_for_smoke_counts "$WORK/smoke.out" "$WORK" $(( deadline - $(date +%s) ))
 }
 step "Prometheus API: target up, auth_decisions_total == bin/smoke's counts" scraped
+
+rules_loaded() {
+  local want got
+  want="$(grep -c '^ *- alert:' deploy/prometheus/alerts.yml)"
+  curl -fsS --max-time 5 "http://127.0.0.1:$PROM_PORT/api/v1/rules?type=alert" > "$WORK/rules.json"
+  got="$(python3 -c 'import json, sys; groups = json.load(open(sys.argv[1]))["data"]["groups"]
+print(sum(len(g["rules"]) for g in groups))' "$WORK/rules.json")"
+  [ "$got" = "$want" ] || { echo "Prometheus loaded $got alert rules, alerts.yml has $want"; return 1; }
+  echo "$got alert rules loaded"
+}
+step "Prometheus API: every alert rule loaded" rules_loaded
 
 stop_all() {
   local rc=0
