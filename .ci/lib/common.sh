@@ -36,12 +36,13 @@ prometheus_tag() {
   sed -n 's#^[[:space:]]*image:[[:space:]]*prom/prometheus:\([^[:space:]]*\).*#\1#p' docker-compose.yml | head -n 1
 }
 
-# Container tooling (podman, stand-in python and prom/prometheus images, podman-compose); idempotent.
+# Container tooling (podman, stand-in python and prom/prometheus images, podman-compose and
+# Docker Compose v2 as `docker compose`); idempotent.
 container_setup() {
   local tag
   tag="$(prometheus_tag)"
   [ -n "$tag" ] || die "no prom/prometheus:<tag> in docker-compose.yml"
-  WITH_PROMETHEUS=1 PROMETHEUS_TAGS="$tag" bash "$CONTAINER_TOOLS/setup.sh"
+  WITH_COMPOSE_V2=1 WITH_PROMETHEUS=1 PROMETHEUS_TAGS="$tag" bash "$CONTAINER_TOOLS/setup.sh"
 }
 
 # apt_ensure PACKAGE...: install Debian packages that are missing (a fresh machine may lack them).
@@ -56,16 +57,20 @@ apt_ensure() {
 
 # venv_tool NAME: make sure .venv/bin/NAME exists (a fresh .venv may predate requirements-dev.txt).
 venv_tool() {
-  [ -x ".venv/bin/$1" ] || .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  [ -x ".venv/bin/$1" ] || .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
   [ -x ".venv/bin/$1" ] || die ".venv/bin/$1 missing after installing requirements-dev.txt"
 }
 
 # venv_module NAME: make sure .venv's Python can import NAME.
 venv_module() {
   .venv/bin/python -c "import $1" 2>/dev/null \
-    || .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    || .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
   .venv/bin/python -c "import $1" || die ".venv cannot import $1 after installing requirements-dev.txt"
 }
+
+# Build metadata stamped into the image (SERVICE_VERSION / SERVICE_REVISION, OCI labels).
+build_version() { git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev; }
+build_revision() { git rev-parse HEAD 2>/dev/null || echo unknown; }
 
 # free_port: an unused loopback TCP port.
 free_port() {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# CI stage "compose": the unmodified docker-compose.yml with podman-compose (shared tooling):
-# `up -d --build --wait` with zero configuration, bin/smoke against the published 127.0.0.1 ports,
-# then the prometheus service: its `api` target is up and auth_decisions_total{job="api"} equals,
-# per route and outcome, exactly the decisions bin/smoke produced; then `down`.
+# CI stage "compose": the unmodified docker-compose.yml with the README's own command,
+# `docker compose up -d --build --wait` (Docker Compose v2 from the shared tooling), with zero
+# configuration; bin/smoke against the published 127.0.0.1 ports; then the prometheus service: its
+# `api` target is up and auth_decisions_total{job="api"} equals, per route and outcome, exactly the
+# decisions bin/smoke produced; then `docker compose down -v`. COMPOSE_TOOL=podman-compose runs the
+# same checks with podman-compose.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=.ci/lib/common.sh
@@ -18,18 +20,26 @@ ISSUER_HOST_PORT="$(free_port)"
 PROMETHEUS_HOST_PORT="$(free_port)"
 export API_HOST_PORT ISSUER_HOST_PORT PROMETHEUS_HOST_PORT
 PROM="http://127.0.0.1:$PROMETHEUS_HOST_PORT"
-# COMPOSE_TOOL=docker runs the same checks with Docker Compose v2 (needs WITH_COMPOSE_V2=1 setup).
-COMPOSE_TOOL="${COMPOSE_TOOL:-podman-compose}"
+COMPOSE_TOOL="${COMPOSE_TOOL:-docker}"
 COMPOSE_NAME="$COMPOSE_TOOL"
 [ "$COMPOSE_TOOL" != docker ] || COMPOSE_NAME="docker compose"
 DOWN_DONE=0
 # Zero configuration: an empty env file instead of a developer's .env, and no AUTH0_*/*_HOST_PORT
-# overrides from the calling shell beyond the ports chosen above.
+# overrides from the calling shell beyond the ports chosen above. Project name and env file come
+# from the environment, so that the commands below are the README's, word for word.
 : > "$WORK/empty.env"
 unset AUTH0_DOMAIN AUTH0_ISSUER AUTH0_AUDIENCE AUTH0_JWKS_URI LOG_FORMAT LOG_LEVEL CORS_ALLOWED_ORIGINS WEB_CONCURRENCY
+export COMPOSE_PROJECT_NAME="$PROJECT" COMPOSE_ENV_FILES="$WORK/empty.env"
+# Build metadata for the api image (build args in docker-compose.yml).
+SERVICE_VERSION="$(build_version)"
+SERVICE_REVISION="$(build_revision)"
+export SERVICE_VERSION SERVICE_REVISION
 compose() {
-  local args=(-p "$PROJECT" --env-file "$WORK/empty.env")
-  if [ "$COMPOSE_TOOL" = docker ]; then docker compose "${args[@]}" "$@"; else podman-compose "${args[@]}" "$@"; fi
+  if [ "$COMPOSE_TOOL" = docker ]; then
+    docker compose "$@"
+  else
+    podman-compose -p "$PROJECT" --env-file "$WORK/empty.env" "$@"
+  fi
 }
 
 cleanup() {
@@ -102,7 +112,17 @@ counts_match() {
 }
 step "Prometheus: auth_decisions_total == bin/smoke's counts" counts_match
 
-step "$COMPOSE_NAME down -v" compose down -v -t 30
+build_info_stamped() {
+  local stamp
+  stamp="$(compose exec -T api python -c \
+    'import os; print(os.environ["SERVICE_VERSION"], os.environ["SERVICE_REVISION"])')"
+  [ "$stamp" = "$SERVICE_VERSION $SERVICE_REVISION" ] \
+    || { echo "api container has build info '$stamp', expected '$SERVICE_VERSION $SERVICE_REVISION'"; return 1; }
+  echo "api image stamped: $stamp"
+}
+step "api image carries SERVICE_VERSION / SERVICE_REVISION" build_info_stamped
+
+step "$COMPOSE_NAME down -v" compose down -v
 DOWN_DONE=1
 
 no_leftovers() {

@@ -43,25 +43,28 @@ step "hadolint Dockerfile (warning level)" hadolint_check
 shellcheck_scripts() {
   venv_tool shellcheck
   # bin/smoke's #!/bin/sh makes shellcheck hold it to POSIX sh (no bashisms).
-  .venv/bin/shellcheck -x bin/smoke .ci/lib/common.sh .ci/stages/container.sh .ci/stages/compose.sh \
+  .venv/bin/shellcheck -x bin/smoke bin/dev bin/test bin/lock .ci/lib/common.sh .ci/stages/container.sh .ci/stages/compose.sh \
     .ci/stages/prometheus.sh .ci/stages/k8s.sh
 }
 step "shellcheck bin/smoke and the stage scripts" shellcheck_scripts
 
 # --format docker keeps HEALTHCHECK (podman's default OCI format drops it).
-REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+VERSION="$(build_version)"
+REVISION="$(build_revision)"
 step "build API image (default target)" \
-  podman build --pull=never --format docker --quiet -t "$API_IMAGE" \
+  podman build --pull=never --format docker --quiet -t "$API_IMAGE" --build-arg VERSION="$VERSION" \
   --build-arg REVISION="$REVISION" --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
 step "build dev-issuer image (--target dev-issuer)" \
   podman build --pull=never --format docker --quiet --target dev-issuer -t "$ISSUER_IMAGE" .
 
 inspect_api_image() {
-  local user hc
+  local user hc label
   user="$(podman image inspect --format '{{.Config.User}}' "$API_IMAGE")"
   [ "$user" = "10001:10001" ] || { echo "image USER is '$user', expected 10001:10001"; return 1; }
   hc="$(podman image inspect --format '{{if .Config.Healthcheck}}{{index .Config.Healthcheck.Test 0}}{{end}}' "$API_IMAGE")"
   [ "$hc" = CMD ] || { echo "no exec-form HEALTHCHECK in the image (got '$hc')"; return 1; }
+  label="$(podman image inspect --format '{{index .Labels "org.opencontainers.image.revision"}}' "$API_IMAGE")"
+  [ "$label" = "$REVISION" ] || { echo "image revision label '$label', expected $REVISION"; return 1; }
   # Nothing dev-only or secret in the API image; byte-code compiled at build time.
   podman run --rm --pull=never --read-only --entrypoint python "$API_IMAGE" -c '
 import os, sys
@@ -70,9 +73,15 @@ bad = [p for p in ("/app/dev_issuer", "/app/tests", "/app/.env", "/app/.git", "/
 assert not bad, f"unexpected in the API image: {bad}"
 assert os.listdir("/app/service/__pycache__"), "service/ is not byte-compiled"
 assert os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/"), "metrics dir outside the /tmp tmpfs"
-print("API image: user 10001, no dev/test files, byte-compiled, PROMETHEUS_MULTIPROC_DIR",
-      os.environ["PROMETHEUS_MULTIPROC_DIR"])
-' 2> >(grep -v 'systemd' >&2)
+import importlib.metadata as md
+installers = [d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].lower() in
+              ("pip", "setuptools", "wheel")] + [p for p in os.listdir("/opt/venv/bin") if p.startswith("pip")]
+assert not installers, f"installers left in the runtime venv: {installers}"
+stamp = (os.environ["SERVICE_VERSION"], os.environ["SERVICE_REVISION"])
+assert stamp == (sys.argv[1], sys.argv[2]), f"build info {stamp}, expected {sys.argv[1:]}"
+print("API image: user 10001, no dev/test files, byte-compiled, no pip/setuptools/wheel,",
+      "SERVICE_VERSION", stamp[0], "PROMETHEUS_MULTIPROC_DIR", os.environ["PROMETHEUS_MULTIPROC_DIR"])
+' "$VERSION" "$REVISION" 2> >(grep -v 'systemd' >&2)
 }
 step "inspect API image" inspect_api_image
 

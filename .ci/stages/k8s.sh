@@ -43,7 +43,7 @@ ci_tools() {
   rm -rf "$TOOLS_VENV"
   python3 -m venv "$TOOLS_VENV"
   # (grep: this machine's pip config names local indexes that may be absent; pip warns per package)
-  "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-ci.txt 2>&1 \
+  "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r requirements-ci.txt 2>&1 \
     | { grep -v '^WARNING: Location' || true; }
 }
 step "CI tools venv (checkov, kubernetes-validate)" ci_tools
