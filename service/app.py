@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from flask import Flask
-from flask import Response
-from flask import request
-from flask_cors import CORS
 
 from . import auth
+from . import cors
 from . import http
 from . import logging
 from . import metrics
@@ -28,33 +24,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app, settings)
     metrics.init_app(app, settings)
     routes.init_app(app)
-    # Browsers preflight with OPTIONS and no credentials: flask-cors answers it before any
-    # auth check (the trap of express-oauth2-jwt-bearer #44).
-    CORS(
-        app,
-        resources={r"/api/*": {"origins": list(settings.cors_origins)}},
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=["WWW-Authenticate", "X-Request-ID", "Retry-After"],
-        max_age=600,
-    )
-    hooks = app.after_request_funcs[None]
-    for index, hook in enumerate(hooks):
-        if getattr(hook, "__name__", "") == "cors_after_request":
-            hooks[index] = _only_cross_origin(hook)
+    cors.init_app(app, settings)
     return app
 
-
-def _only_cross_origin(cors_hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
-    """Run flask-cors's hook only for requests that carry an Origin (browsers' CORS requests).
-
-    Without an Origin there is nothing for CORS to answer; skipping the hook saves its work on
-    every server-to-server call. ``Vary: Origin`` keeps shared caches honest either way.
-    """
-
-    def after_request(response: Response) -> Response:
-        if "HTTP_ORIGIN" in request.environ:
-            return cors_hook(response)
-        response.headers.add("Vary", "Origin")
-        return response
-
-    return after_request

@@ -17,10 +17,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from typing import Final
 
 import orjson
 from cryptography.exceptions import InvalidSignature
-from joserfc._rfc7518.jws_algs import _RSAAlgModel
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from joserfc.jws import JWSRegistry
 
 from .config import Settings
@@ -265,16 +267,32 @@ class TokenVerifier:
         return key
 
 
-def _signature_check(alg: str) -> Callable[[bytes, bytes, VerificationKey], bool]:
-    """The verify function for ``alg``, from joserfc's JWS algorithm registry (RFC 7518 §3).
+def _pss(digest: hashes.HashAlgorithm) -> padding.PSS:
+    """RSASSA-PSS padding as RFC 7518 §3.5 fixes it: MGF1 with the same hash, salt of hash size."""
+    return padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
 
-    For RSA algorithms the joserfc model's padding and hash are applied to the pre-resolved
-    public key directly: the same operation as ``model.verify`` without re-resolving the key on
-    every call (this is the hot path of every uncached token).
+
+#: (padding, hash) per RSA JWS algorithm: RFC 7518 §3.3 (RSnnn, RSASSA-PKCS1-v1_5) and §3.5
+#: (PSnnn, RSASSA-PSS), on cryptography's public API.
+_RSA_SCHEMES: Final[dict[str, tuple[padding.AsymmetricPadding, hashes.HashAlgorithm]]] = {
+    "RS256": (padding.PKCS1v15(), hashes.SHA256()),
+    "RS384": (padding.PKCS1v15(), hashes.SHA384()),
+    "RS512": (padding.PKCS1v15(), hashes.SHA512()),
+    "PS256": (_pss(hashes.SHA256()), hashes.SHA256()),
+    "PS384": (_pss(hashes.SHA384()), hashes.SHA384()),
+    "PS512": (_pss(hashes.SHA512()), hashes.SHA512()),
+}
+
+
+def _signature_check(alg: str) -> Callable[[bytes, bytes, VerificationKey], bool]:
+    """The verify function for ``alg`` (RFC 7518 §3).
+
+    RSA signatures are checked on the pre-resolved public key with our own (padding, hash)
+    table: no key re-resolution per call (this is the hot path of every uncached token). Other
+    families go through joserfc's public JWS algorithm registry.
     """
-    model = JWSRegistry.algorithms[alg]
-    if isinstance(model, _RSAAlgModel):
-        pad, digest = model.padding, model.hash_alg()
+    if alg in _RSA_SCHEMES:
+        pad, digest = _RSA_SCHEMES[alg]
 
         def rsa_check(message: bytes, signature: bytes, key: VerificationKey) -> bool:
             try:
@@ -284,6 +302,8 @@ def _signature_check(alg: str) -> Callable[[bytes, bytes, VerificationKey], bool
             return True
 
         return rsa_check
+
+    model = JWSRegistry.algorithms[alg]
 
     def generic_check(message: bytes, signature: bytes, key: VerificationKey) -> bool:
         return bool(model.verify(message, signature, key.key))

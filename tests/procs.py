@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -16,7 +18,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.issuer import LocalIssuer
@@ -235,11 +237,15 @@ class Server:
             path = self.metrics_dir / f"counter_{pid}.db"
             if not path.exists():
                 continue
-            for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
-                # key: JSON [metric name, sample name, labels, help]
-                _, name, found, *_ = json.loads(key)
-                if name == sample and all(found.get(k) == v for k, v in labels.items()):
-                    out[pid] += value
+            # prometheus_client's public reader merges a directory: give it this worker's file alone.
+            with tempfile.TemporaryDirectory() as alone:
+                shutil.copy(path, alone)
+                for family in MultiProcessCollector(None, path=alone).collect():
+                    for found in family.samples:
+                        if found.name == sample and all(
+                            found.labels.get(k) == v for k, v in labels.items()
+                        ):
+                            out[pid] += found.value
         return out
 
     def workers(self) -> list[int]:
