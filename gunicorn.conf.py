@@ -54,7 +54,8 @@ threads = _int_env("GUNICORN_THREADS", 1)
 graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT")
 timeout = 30
 keepalive = _int_env("GUNICORN_KEEPALIVE")
-# Recycling workers would leave metric files behind forever (prometheus/client_python#275).
+# Recycling workers would leave metric files behind forever
+# (https://github.com/prometheus/client_python/issues/275).
 max_requests = 0
 # Auth0 tokens with many RBAC permissions outgrow gunicorn's 8190-byte header default, and an
 # oversized token must reach the app to get its RFC 6750 401 (AUTH0_MAX_TOKEN_BYTES) rather than

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ratio = f"{row['cold_us'] / floor:.2f}" if floor else "—"
         print(f"| {row['validator']} | {row['cold_us']:.1f} | {row['hot_us']:.1f} | {ratio} |")
-    print("\nGoals (issue 4): ours cold / floor <= 1.5; ours hot <= 10 µs.")
+    print("\nGoals: ours cold / floor <= 1.5; ours hot <= 10 µs.")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     return 0

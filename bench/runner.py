@@ -2,7 +2,7 @@
 
 Usage (from the repo root; `bench/run` installs wrk and the node deps first):
     python -m bench.runner [--duration 10] [--runs 3] [--connections 16] [--quick] ...
-See /work/spec/readme/bench.md (the README's performance section) for how to read the output.
+See docs/performance.md for how to read the output.
 """
 
 from __future__ import annotations

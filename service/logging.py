@@ -53,7 +53,11 @@ def _renderer(log_format: str) -> Any:
 
 
 def _orjson_text(obj: Any, default: Any = None, **_kw: Any) -> str:
-    """orjson, returned as str: ProcessorFormatter and WriteLogger both need text (trap 15)."""
+    """orjson, returned as str: ProcessorFormatter and WriteLogger both need text.
+
+    orjson gives bytes, which only structlog's BytesLogger takes
+    (https://www.structlog.org/en/stable/performance.html).
+    """
     return orjson.dumps(obj, default=default).decode()
 
 
