@@ -35,6 +35,7 @@ from bench import procstat
 from bench.material import AUDIENCE
 from bench.material import Material
 from bench.material import prepare
+from service.config import ENV_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -148,8 +149,9 @@ def http_status(url: str, token: str | None = None, timeout: float = 5.0) -> int
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
     """Return this process's environment without settings that would steer a target, plus extra."""
-    drop = ("AUTH0_", "GUNICORN_", "PROMETHEUS_", "WEB_CONCURRENCY", "NODE_ENV", "PORT", "LOG_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    # Ours' variables (one declaration in service.config), gunicorn's own, and node's mode.
+    drop = ENV_VARIABLES | {"GUNICORN_CMD_ARGS", "NODE_ENV"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
     return env
 

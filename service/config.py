@@ -91,6 +91,19 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
 }
 
 
+#: (variable, what it holds) for every setting without a default; with DEFAULTS, every variable read.
+NO_DEFAULT: Final[dict[str, str]] = {
+    "AUTH0_DOMAIN": "the tenant's host name; the issuer is https://{domain}/ (or set AUTH0_ISSUER).",
+    "AUTH0_ISSUER": "the exact issuer URL, instead of AUTH0_DOMAIN (dev issuer, any OIDC issuer).",
+    "AUTH0_AUDIENCE": "required: the API identifier that aud must contain.",
+    "AUTH0_JWKS_URI": "the key set URL; unset, OIDC discovery finds it.",
+    "PROMETHEUS_MULTIPROC_DIR": "metrics directory shared by workers; gunicorn.conf.py makes one when unset.",
+}
+
+#: Every environment variable the service and gunicorn.conf.py read.
+ENV_VARIABLES: Final = frozenset(DEFAULTS) | frozenset(NO_DEFAULT)
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 

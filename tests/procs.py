@@ -21,15 +21,17 @@ from typing import Any
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.config import ENV_VARIABLES
 from tests.issuer import LocalIssuer
 
 REPO = Path(__file__).resolve().parent.parent
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
 
-# Variables the service reads; stripped from the inherited environment so a developer's shell
-# (or a sibling test) cannot leak configuration into the process under test.
-_SERVICE_ENV_PREFIXES = ("AUTH0_", "GUNICORN_", "CORS_", "LOG_", "PROMETHEUS_", "DEV_ISSUER_")
-_SERVICE_ENV_NAMES = ("WEB_CONCURRENCY", "PORT", "GUNICORN_CMD_ARGS", "prometheus_multiproc_dir")
+# Variables the service reads, stripped from the inherited environment so a developer's shell
+# (or a sibling test) cannot leak configuration into the process under test; plus those gunicorn
+# and prometheus_client read themselves, and the dev issuer's.
+_STRIPPED_NAMES = ENV_VARIABLES | {"GUNICORN_CMD_ARGS", "prometheus_multiproc_dir"}
+_STRIPPED_PREFIXES = ("DEV_ISSUER_",)
 
 
 def free_port() -> int:
@@ -44,7 +46,7 @@ def clean_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(_SERVICE_ENV_PREFIXES) and k not in _SERVICE_ENV_NAMES
+        if k not in _STRIPPED_NAMES and not k.startswith(_STRIPPED_PREFIXES)
     }
     for name, value in (extra or {}).items():
         if value is None:

@@ -60,16 +60,25 @@ def _environ_reads(path: Path) -> set[str]:
     return names
 
 
-@cache
 def service_env_names() -> frozenset[str]:
-    """Env names read by service/config.py (its literals) and gunicorn.conf.py."""
+    """Env names the service reads: the one declaration in service.config."""
+    from service.config import ENV_VARIABLES
+
+    return ENV_VARIABLES
+
+
+def test_every_env_name_read_is_declared_once_in_config() -> None:
+    """service/config.py's variable literals and gunicorn.conf.py's reads are all declared."""
+    from service.config import DEFAULTS
+    from service.config import NO_DEFAULT
+
     literals = _string_constants(ROOT / "service" / "config.py")
     config_names = {s for s in literals if re.fullmatch(r"[A-Z0-9]+(_[A-Z0-9]+)+", s)}
-    gunicorn_names = _environ_reads(ROOT / "gunicorn.conf.py")
-    assert {"AUTH0_AUDIENCE", "AUTH0_ISSUER", "AUTH0_DOMAIN"} <= config_names
-    assert {"PORT", "WEB_CONCURRENCY", "GUNICORN_GRACEFUL_TIMEOUT"} <= gunicorn_names
-    # prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself (gunicorn.conf.py also does).
-    return frozenset(config_names | gunicorn_names | {"PROMETHEUS_MULTIPROC_DIR"})
+    read = config_names | _environ_reads(ROOT / "gunicorn.conf.py")
+    assert {"AUTH0_AUDIENCE", "PORT", "PROMETHEUS_MULTIPROC_DIR"} <= read
+    undeclared = sorted(read - service_env_names())
+    assert not undeclared, f"read but not in DEFAULTS or NO_DEFAULT: {undeclared}"
+    assert not set(DEFAULTS) & set(NO_DEFAULT), "a variable is declared twice"
 
 
 def gunicorn_default(name: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.config import DEFAULTS
+from service.config import NO_DEFAULT
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -17,6 +18,13 @@ def test_every_setting_is_in_the_readme_with_its_default(variable: str) -> None:
     rows = [line for line in README.splitlines() if line.startswith(f"| `{variable}` |")]
     assert rows, f"{variable} missing from the README settings table"
     assert f"`{default}`" in rows[0], f"{variable}: README default differs from {default!r}"
+
+
+@pytest.mark.parametrize("variable", sorted(NO_DEFAULT))
+def test_every_setting_without_default_is_in_the_readme(variable: str) -> None:
+    assert any(line.startswith(f"| `{variable}` |") for line in README.splitlines()), (
+        f"{variable} missing from the README settings table"
+    )
 
 
 @pytest.mark.parametrize("command", ["bin/dev", "bin/test"])
