@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI stage "k8s": render every kustomize overlay with `kubectl kustomize`, validate the output with
 # kubernetes-validate --strict (several Kubernetes versions) and checkov (skips carry reasons),
-# checkov on the Dockerfile, yamllint on the deployment YAML, and tests/test_manifests.py (probe
+# checkov on the Dockerfile, yamllint on the deployment YAML, and tests/unit/test_manifests.py (probe
 # paths, ports and env names in deploy/ and docker-compose.yml against what the service serves
 # and reads).
 set -euo pipefail
@@ -91,6 +91,6 @@ step "checkov Dockerfile" "$TOOLS_VENV/bin/checkov" --quiet --compact --skip-dow
   --framework dockerfile -f Dockerfile
 
 venv_tool pytest
-step "pytest tests/test_manifests.py" .venv/bin/pytest -q -p no:cacheprovider tests/test_manifests.py
+step "pytest tests/unit/test_manifests.py" .venv/bin/pytest -q -p no:cacheprovider tests/unit/test_manifests.py
 
 log "k8s stage passed in $(( $(date +%s) - STAGE_T0 ))s"
