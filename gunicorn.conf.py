@@ -13,6 +13,7 @@ import tempfile
 from service.config import ConfigError
 from service.config import Settings
 from service.config import log_settings
+from service.config import metrics_port
 from service.config import server_int
 
 # Multiprocess metrics are chosen when prometheus_client is first imported, so the directory must
@@ -70,7 +71,7 @@ proc_name = "auth0-api"
 accesslog = "-"
 errorlog = "-"
 try:
-    loglevel = log_settings(os.environ)[1].lower()
+    loglevel = log_settings(os.environ).level.lower()
 except ConfigError as _error:
     _fail(_error)
 logger_class = "service.logging.GunicornLogger"
@@ -86,6 +87,24 @@ def on_starting(server):
     # Files left by an earlier run (an emptyDir survives container restarts) would be summed in.
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
+
+
+def when_ready(server):
+    """With METRICS_PORT, serve /metrics from the master on that port (before any worker forks)."""
+    try:
+        port = metrics_port(os.environ)
+    except ConfigError as error:
+        _fail(error)
+    if not port:
+        return
+    from service import metrics_server
+
+    host = metrics_server.listen_host(server.cfg.address[0])
+    try:
+        metrics_server.start(host, port)
+    except OSError as error:
+        _fail(f"METRICS_PORT: cannot listen on {host}:{port}: {error.strerror or error}")
+    server.log.info("metrics on http://%s:%d/metrics", host, port)
 
 
 def child_exit(server, worker):

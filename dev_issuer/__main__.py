@@ -10,6 +10,7 @@ import threading
 from http import HTTPStatus
 from types import FrameType
 
+import structlog
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.serving import make_server
 
@@ -23,23 +24,51 @@ access_log = logging.getLogger("dev_issuer.access")
 
 
 class _AccessLogHandler(WSGIRequestHandler):
-    """Plain access lines: no ANSI colours, and no query string (clients may misplace secrets)."""
+    """Access lines without ANSI colours or the query string (clients may misplace secrets)."""
+
+    #: JSON lines: the access line is an ``http_request`` event with fields, as the API's.
+    structured = False
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Log method, path and status of one request."""
         path = self.path.split("?", 1)[0]
         if isinstance(code, HTTPStatus):
             code = code.value
-        access_log.info("%s %s %s %s", self.address_string(), self.command, path, code)
+        if self.structured:
+            fields = {"method": self.command, "path": path, "remote_addr": self.address_string()}
+            status = int(code) if str(code).isdigit() else code
+            access_log.info("http_request", extra={**fields, "status": status})
+        else:
+            access_log.info("%s %s %s %s", self.address_string(), self.command, path, code)
+
+
+def _json_formatter() -> logging.Formatter:
+    """One JSON object per line with the API's keys: event, level, logger, timestamp."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
 
 
 def _configure_logging() -> None:
-    """Log to stdout, one line per event."""
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Log to stdout, one line per event: JSON like the API's with LOG_FORMAT=json."""
+    structured = os.environ.get("LOG_FORMAT", "").strip().lower() == "json"
+    handler = logging.StreamHandler(sys.stdout)
+    if structured:
+        handler.setFormatter(_json_formatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    _AccessLogHandler.structured = structured
     # Authlib logs issued tokens at DEBUG; keep it above that whatever the root level becomes.
     logging.getLogger("authlib").setLevel(logging.INFO)
 

@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app from settings (read from the environment when not given)."""
     settings = settings if settings is not None else Settings.from_env()
     # Logging before Flask(): otherwise Flask attaches its own default handler.
-    logging.configure(settings.log_format, settings.log_level)
+    logging.configure(settings.log)
     app = Flask(__name__)
     app.json.sort_keys = False
     http.init_app(app)

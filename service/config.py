@@ -73,6 +73,16 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
         "service_build_info's revision (the source commit); the image stamps it at build time.",
     ),
     "LOG_LEVEL": ("info", "one auth_decision line per protected request at info."),
+    "LOG_ACCESS_PROBES": (
+        "0",
+        "no access lines for /healthz, /readyz, /metrics answered 2xx: probes would drown the "
+        "log; their failures are always logged. 1 logs them too.",
+    ),
+    "METRICS_PORT": (
+        "0",
+        "0: /metrics on the app port, as documented. A port: /metrics served there (by the "
+        "gunicorn master, over all workers) and 404 on the app port, so clients never see it.",
+    ),
     # gunicorn (read by gunicorn.conf.py through server_int below):
     "PORT": ("3010", "the quickstart's port; `--bind` on the command line wins."),
     "WEB_CONCURRENCY": (
@@ -125,8 +135,8 @@ class Settings:
     max_token_bytes: int
     token_cache_size: int
     cors_origins: tuple[str, ...]
-    log_format: str
-    log_level: str
+    log: LogSettings
+    metrics_port: int
     version: str
     revision: str
 
@@ -144,7 +154,7 @@ class Settings:
                 f"AUTH0_ALGORITHMS: {','.join(unknown) or 'empty'} not allowed; "
                 f"choose from {','.join(sorted(SUPPORTED_ALGORITHMS))}"
             )
-        log_format, log_level = log_settings(env)
+        log = log_settings(env)
         jwks_uri = env.get("AUTH0_JWKS_URI", "").strip() or None
         if jwks_uri is not None:
             _check_url("AUTH0_JWKS_URI", jwks_uri)
@@ -163,20 +173,42 @@ class Settings:
             max_token_bytes=int(reader.number("AUTH0_MAX_TOKEN_BYTES", minimum=256)),
             token_cache_size=int(reader.number("AUTH0_TOKEN_CACHE_SIZE", minimum=0)),
             cors_origins=origins or ("*",),
-            log_format=log_format,
-            log_level=log_level,
+            log=log,
+            metrics_port=metrics_port(env),
             version=reader.label("SERVICE_VERSION"),
             revision=reader.label("SERVICE_REVISION"),
         )
 
 
-def log_settings(env: Mapping[str, str]) -> tuple[str, str]:
-    """LOG_FORMAT and LOG_LEVEL alone: gunicorn's logger needs them before the full settings."""
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Every LOG_* setting, read in one place for gunicorn's logger and the app alike."""
+
+    format: str
+    level: str
+    access_probes: bool
+
+
+def log_settings(env: Mapping[str, str]) -> LogSettings:
+    """The LOG_* settings alone: gunicorn's logger needs them before the full settings."""
     reader = _Reader(env)
     log_format = reader.get("LOG_FORMAT").lower()
     if log_format not in ("json", "console"):
         raise ConfigError("LOG_FORMAT: must be 'json' or 'console'")
-    return log_format, reader.get("LOG_LEVEL").upper()
+    probes = reader.get("LOG_ACCESS_PROBES")
+    if probes not in ("0", "1"):
+        raise ConfigError(f"LOG_ACCESS_PROBES: {probes!r} must be 0 or 1")
+    return LogSettings(log_format, reader.get("LOG_LEVEL").upper(), probes == "1")
+
+
+def metrics_port(env: Mapping[str, str]) -> int:
+    """METRICS_PORT: 0 keeps /metrics on the app port; it must differ from PORT."""
+    port = server_int(env, "METRICS_PORT", minimum=0)
+    if port > 65535:
+        raise ConfigError(f"METRICS_PORT: {port} is not a TCP port")
+    if port and port == server_int(env, "PORT", minimum=1):
+        raise ConfigError(f"METRICS_PORT: {port} is the app's PORT; choose another port")
+    return port
 
 
 def server_int(env: Mapping[str, str], name: str, *, minimum: int) -> int:

@@ -20,7 +20,9 @@ from . import metrics
 from .logging import REQUEST_ID_ENVIRON_KEY
 from .logging import ROUTE_ENVIRON_KEY
 from .logging import SERVER_REQUEST_ID_ENVIRON_KEY
+from .logging import TRACE_ENVIRON_KEY
 from .logging import get_logger
+from .tracecontext import parse_traceparent
 
 HEADER = "X-Request-ID"
 #: A well-formed id is reused; anything else (log injection, huge values) is replaced.
@@ -64,6 +66,12 @@ def _start() -> None:
     else:
         request_id = environ[REQUEST_ID_ENVIRON_KEY] = new_request_id()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+    # A W3C traceparent joins this request's lines to the caller's trace; an invalid one is
+    # ignored (and never logged: it is client text).
+    trace = parse_traceparent(environ.get("HTTP_TRACEPARENT"))
+    if trace is not None:
+        environ[TRACE_ENVIRON_KEY] = trace
+        structlog.contextvars.bind_contextvars(trace_id=trace[0], span_id=trace[1])
 
 
 def _finish(response: Response) -> Response:

@@ -19,6 +19,7 @@ import orjson
 import structlog
 from gunicorn.glogging import Logger as _GunicornBaseLogger
 
+from .config import LogSettings
 from .config import log_settings
 
 #: WSGI environ key where the app leaves the request id for the access line.
@@ -27,6 +28,11 @@ REQUEST_ID_ENVIRON_KEY = "service.request_id"
 ROUTE_ENVIRON_KEY = "service.route"
 #: WSGI environ key for the id the service generated when the client chose the request id.
 SERVER_REQUEST_ID_ENVIRON_KEY = "service.server_request_id"
+#: WSGI environ key for the request's W3C trace context: a (trace_id, span_id) pair.
+TRACE_ENVIRON_KEY = "service.trace"
+#: Routes whose 2xx access lines are left out unless LOG_ACCESS_PROBES=1 (kubelet and
+#: Prometheus call them every few seconds; a failure there is always logged).
+PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 #: Longest client-supplied text a log line carries (request path, User-Agent, third-party messages
 #: that quote a request, exception messages): one request must not be able to write a huge line.
@@ -37,7 +43,7 @@ TRUNCATED = "...[truncated]"
 #: The request id of a request gunicorn itself refused (set by service.gunicorn_worker, per thread).
 parse_error_context = threading.local()
 
-_configured: tuple[str, str] | None = None
+_configured: LogSettings | None = None
 
 
 def _timestamper() -> structlog.processors.TimeStamper:
@@ -90,30 +96,37 @@ _tracebacks = structlog.processors.ExceptionRenderer(
 )
 
 
-def configure(log_format: str = "json", level: str = "INFO") -> None:
+def _shared_processors() -> list[Any]:
+    """What both chains do first: request context, level, time (as warehouse's logging.py)."""
+    return [
+        # Request-scoped fields (request_id, trace_id, ...) bound per request in service.http.
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _timestamper(),
+    ]
+
+
+def _rendering(log_format: str) -> list[Any]:
+    """What both chains do last: tracebacks as data, cut to size, then one line of text."""
+    return [_tracebacks, _clip_exceptions, _renderer(log_format)]
+
+
+def configure(settings: LogSettings) -> None:
     """Configure structlog and the stdlib root logger once per process (idempotent)."""
     global _configured
-    if _configured == (log_format, level):
+    if _configured == settings:
         return
-    _configured = (log_format, level)
-    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    _configured = settings
+    numeric_level = logging.getLevelNamesMapping().get(settings.level.upper(), logging.INFO)
     structlog.configure(
-        processors=[
-            # Request-scoped fields (request_id) bound per request in service.http.
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            _logger_key,
-            _timestamper(),
-            _tracebacks,
-            _clip_exceptions,
-            _renderer(log_format),
-        ],
+        # Our own events: straight to stdout, named by the bound logger.
+        processors=[*_shared_processors(), _logger_key, *_rendering(settings.format)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
         # Cached loggers skip re-assembling the chain on every call (structlog docs, performance).
         cache_logger_on_first_use=True,
     )
-    handler = stdout_handler(log_format)
+    handler = stdout_handler(settings.format)
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_service", False):
@@ -148,19 +161,16 @@ def stdout_handler(log_format: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
+            # Stdlib records (gunicorn, libraries): their name and `extra=`, credentials blanked.
             foreign_pre_chain=[
-                structlog.contextvars.merge_contextvars,
-                structlog.stdlib.add_log_level,
+                *_shared_processors(),
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.ExtraAdder(),
-                _timestamper(),
                 _redact,
             ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                _tracebacks,
-                _clip_exceptions,
-                _renderer(log_format),
+                *_rendering(log_format),
             ],
         )
     )
@@ -177,13 +187,16 @@ def get_logger(name: str) -> Any:
 class GunicornLogger(_GunicornBaseLogger):
     """gunicorn's logger: its own lines as JSON on stdout, and a structured access line."""
 
+    _access_probes = False
+
     def setup(self, cfg: Any) -> None:
         """Let gunicorn set levels, then route its loggers through our stdout handler."""
         super().setup(cfg)
-        # gunicorn.conf.py has already refused an invalid LOG_FORMAT (exit 78) by now.
-        log_format, level = log_settings(os.environ)
-        configure(log_format, level)
-        handler = stdout_handler(log_format)
+        # gunicorn.conf.py has already refused an invalid LOG_* setting (exit 78) by now.
+        settings = log_settings(os.environ)
+        configure(settings)
+        self._access_probes = settings.access_probes
+        handler = stdout_handler(settings.format)
         for log in (self.error_log, self.access_log):
             for old in list(log.handlers):
                 log.removeHandler(old)
@@ -200,18 +213,27 @@ class GunicornLogger(_GunicornBaseLogger):
         """
         if not self.access_log_enabled:
             return
-        status = getattr(resp, "status_code", None) or str(resp.status).split(None, 1)[0]
+        status = int(getattr(resp, "status_code", None) or str(resp.status).split(None, 1)[0])
+        route = environ.get(ROUTE_ENVIRON_KEY)
+        if route in PROBE_ROUTES and 200 <= status < 300 and not self._access_probes:
+            return
+        extra: dict[str, str] = {}
         # Only present when the client chose the request id (service.http).
         server_id = environ.get(SERVER_REQUEST_ID_ENVIRON_KEY)
-        extra = {"server_request_id": server_id} if server_id is not None else {}
+        if server_id is not None:
+            extra["server_request_id"] = server_id
+        # Only present when the request carried a valid traceparent (service.tracecontext).
+        trace = environ.get(TRACE_ENVIRON_KEY)
+        if trace is not None:
+            extra["trace_id"], extra["span_id"] = trace
         self._access.info(
             "http_request",
             request_id=environ.get(REQUEST_ID_ENVIRON_KEY)
             or getattr(parse_error_context, "request_id", None),
             method=environ.get("REQUEST_METHOD"),
             path=clip(environ.get("PATH_INFO")),
-            route=environ.get(ROUTE_ENVIRON_KEY),
-            status=int(status),
+            route=route,
+            status=status,
             duration_ms=round(request_time.total_seconds() * 1000.0, 3),
             remote_addr=environ.get("REMOTE_ADDR"),
             user_agent=clip(environ.get("HTTP_USER_AGENT")),

@@ -135,7 +135,10 @@ def metrics() -> Response:
 
 def init_app(app: Any, settings: Settings) -> None:
     """Register the /metrics endpoint and pre-create the always-present series."""
-    app.register_blueprint(bp)
+    # With METRICS_PORT, the gunicorn master serves /metrics (service.metrics_server) and the
+    # app port answers 404 for it: clients never see denial reasons or pay for a scrape.
+    if not settings.metrics_port:
+        app.register_blueprint(bp)
     for outcome in ("success", "error"):
         jwks_fetch(outcome)
     _token_cache_hit.inc(0)

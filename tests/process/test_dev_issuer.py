@@ -495,3 +495,23 @@ def test_settings_reject_small_key(tmp_path: Path) -> None:
     _write_pem(pem, small, serialization.PrivateFormat.TraditionalOpenSSL)
     with pytest.raises(IssuerConfigError, match="2048"):
         SigningKey.from_pem_file(str(pem))
+
+
+def test_log_format_json_gives_the_apis_line_shape(tmp_path: Path) -> None:
+    """LOG_FORMAT=json: every line a JSON object with the API's keys; access lines as http_request."""
+    proc = _start(tmp_path, {"LOG_FORMAT": "json"})
+    try:
+        _, _, body = _token_json(proc.base, _creds())
+        _get(proc.base + "/healthz?probe=1")
+        time.sleep(0.2)
+    finally:
+        assert proc.stop() == 0, proc.log()
+    lines = proc.log().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records and all(isinstance(r, dict) for r in records)
+    for record in records:
+        assert {"event", "level", "logger", "timestamp"} <= set(record), record
+    access = [r for r in records if r["event"] == "http_request"]
+    assert {"method": "GET", "path": "/healthz", "status": 200}.items() <= access[-1].items()
+    assert any(r["path"] == "/oauth/token" and r["method"] == "POST" for r in access)
+    assert body["access_token"] not in proc.log() and "dev-secret" not in proc.log()

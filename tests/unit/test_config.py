@@ -30,7 +30,8 @@ def test_defaults_are_the_pinned_ones() -> None:
     assert settings.jwks_ttl == 600 and settings.jwks_cooldown == 30
     assert settings.algorithms == ("RS256",) and settings.leeway == 5
     assert settings.http_timeout == 5 and settings.cors_origins == ("*",)
-    assert settings.log_format == "json"
+    assert settings.log.format == "json" and settings.log.access_probes is False
+    assert settings.metrics_port == 0
     assert set(DEFAULTS) >= {"AUTH0_JWKS_TTL", "AUTH0_JWKS_COOLDOWN", "AUTH0_LEEWAY", "AUTH0_HTTP_TIMEOUT"}
 
 
@@ -64,3 +65,28 @@ def test_bad_or_missing_settings_name_the_variable(env: dict[str, str], variable
 
 def test_asymmetric_algorithm_lists_are_accepted() -> None:
     assert Settings.from_env({**BASE, "AUTH0_ALGORITHMS": "RS256, PS256"}).algorithms == ("RS256", "PS256")
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"LOG_ACCESS_PROBES": "yes"}, "LOG_ACCESS_PROBES"),
+        ({"METRICS_PORT": "x"}, "METRICS_PORT"),
+        ({"METRICS_PORT": "65536"}, "METRICS_PORT"),
+        ({"METRICS_PORT": "3010"}, "METRICS_PORT"),
+        ({"METRICS_PORT": "9100", "PORT": "9100"}, "METRICS_PORT"),
+        ({"SERVICE_VERSION": "v" * 129}, "SERVICE_VERSION"),
+        ({"SERVICE_REVISION": "abc\x00def"}, "SERVICE_REVISION"),
+    ],
+)
+def test_bad_operations_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({**BASE, **env})
+
+
+def test_operations_settings() -> None:
+    settings = Settings.from_env(
+        {**BASE, "LOG_ACCESS_PROBES": "1", "METRICS_PORT": "9100", "SERVICE_VERSION": "1.4.0"}
+    )
+    assert settings.log.access_probes is True and settings.metrics_port == 9100
+    assert (settings.version, settings.revision) == ("1.4.0", "unknown")

@@ -182,23 +182,53 @@ def test_prometheusrule_wrapper_is_generated_from_alerts_yml() -> None:
     assert check.returncode == 0, "prometheusrule.yaml is stale: run bin/render-rules"
 
 
-def test_prod_overlay_ships_the_rules_and_dev_does_not() -> None:
+def rendered(overlay: str) -> list[dict[str, Any]]:
+    """An overlay rendered by ``kubectl kustomize`` (the test skips without kubectl)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed (CI's k8s stage requires it)")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "deploy" / "overlays" / overlay)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    return [o for o in yaml.safe_load_all(out) if o]
 
-    def kinds(overlay: str) -> list[dict[str, Any]]:
-        out = subprocess.run(
-            [kubectl, "kustomize", str(ROOT / "deploy" / "overlays" / overlay)],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout
-        return [o for o in yaml.safe_load_all(out) if o]
 
-    prod = [o for o in kinds("prod") if o["kind"] == "PrometheusRule"]
-    assert len(prod) == 1
-    assert prod[0]["metadata"]["namespace"] == "flask-auth0-api"
-    assert prod[0]["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
-    assert not [o for o in kinds("dev") if o["kind"] == "PrometheusRule"]
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The single object of a kind."""
+    (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def test_prod_overlay_ships_the_rules_and_dev_does_not() -> None:
+    prod = one(rendered("prod"), "PrometheusRule")
+    assert prod["metadata"]["namespace"] == "flask-auth0-api"
+    assert prod["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
+    assert not [o for o in rendered("dev") if o["kind"] == "PrometheusRule"]
+
+
+def test_prod_scrapes_the_separate_metrics_port_only_from_prometheus() -> None:
+    """METRICS_PORT in prod: container, Service, ServiceMonitor and NetworkPolicy agree on it."""
+    objects = rendered("prod")
+    port = int(one(objects, "ConfigMap")["data"]["METRICS_PORT"])
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == port and ports["http"] != port
+    service_ports = {p["name"]: p for p in one(objects, "Service")["spec"]["ports"]}
+    assert service_ports["metrics"]["targetPort"] == "metrics"
+    endpoints = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert [(e["port"], e["path"]) for e in endpoints] == [("metrics", "/metrics")]
+    ingress = one(objects, "NetworkPolicy")["spec"]["ingress"]
+    metrics_rules = [r for r in ingress if any(p["port"] == "metrics" for p in r["ports"])]
+    assert len(metrics_rules) == 1 and metrics_rules[0].get("from"), "metrics open to everyone"
+    assert [r for r in ingress if any(p["port"] == "http" for p in r["ports"])]
+
+
+def test_dev_and_compose_keep_metrics_on_the_app_port() -> None:
+    dev = one(rendered("dev"), "ConfigMap")["data"]
+    assert dev.get("METRICS_PORT", "0") == "0"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert "METRICS_PORT" not in compose["services"]["api"].get("environment", {})
 
 
 def test_compose_prometheus_loads_the_alert_rules() -> None:
