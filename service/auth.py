@@ -248,11 +248,12 @@ require_auth = Protector()
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Build this app's verifier (with its own JWKS cache) and bearer-token validator."""
+    """Build this app's verifier (a JWKS cache per issuer) and bearer-token validator."""
     verifier = verifier_for(
         settings, on_fetch=_fetch_logged, on_cache_lookup=metrics.token_cache_lookup
     )
-    metrics.track_issuer(verifier.jwks.issuer)
+    for cache in verifier.caches:  # every issuer's series exists from the first scrape
+        metrics.track_issuer(cache.issuer)
     validator = Auth0BearerTokenValidator(verifier)
     app.extensions["auth_validators"] = {validator.TOKEN_TYPE: validator}
     app.extensions["auth_verifier"] = verifier
@@ -262,6 +263,6 @@ def _fetch_logged(event: FetchEvent) -> None:
     """Count and time every JWKS fetch, and log the failures."""
     metrics.jwks_fetched(event)
     if event.error is not None:
-        log.warning("jwks_fetch_failed", error=event.error)
+        log.warning("jwks_fetch_failed", issuer=event.issuer, error=event.error)
     else:
-        log.info("jwks_fetched")
+        log.info("jwks_fetched", issuer=event.issuer)

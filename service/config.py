@@ -122,6 +122,7 @@ class ConfigError(Exception):
 class Settings:
     """The service's validated configuration."""
 
+    #: The first trusted issuer (the only one in a single-issuer configuration).
     issuer: str
     audience: str
     jwks_uri: str | None
@@ -139,6 +140,8 @@ class Settings:
     metrics_port: int
     version: str
     revision: str
+    #: Every trusted issuer, exactly as tokens must carry it in ``iss`` (``issuer`` first).
+    issuers: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -146,7 +149,7 @@ class Settings:
         env = os.environ if env is None else env
         reader = _Reader(env)
         audience = reader.required("AUTH0_AUDIENCE")
-        issuer = _issuer(env)
+        issuers = _issuers(env)
         algorithms = tuple(a.strip() for a in reader.get("AUTH0_ALGORITHMS").split(",") if a.strip())
         unknown = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
         if unknown or not algorithms:
@@ -158,9 +161,15 @@ class Settings:
         jwks_uri = env.get("AUTH0_JWKS_URI", "").strip() or None
         if jwks_uri is not None:
             _check_url("AUTH0_JWKS_URI", jwks_uri)
+            if len(issuers) > 1:
+                raise ConfigError(
+                    "AUTH0_JWKS_URI: only for a single issuer; with several issuers each one's "
+                    "keys are found by discovery (unset AUTH0_JWKS_URI)"
+                )
         origins = tuple(o.strip() for o in reader.get("CORS_ALLOWED_ORIGINS").split(",") if o.strip())
         return cls(
-            issuer=issuer,
+            issuer=issuers[0],
+            issuers=issuers,
             audience=audience,
             jwks_uri=jwks_uri,
             jwks_ttl=reader.number("AUTH0_JWKS_TTL", minimum=1),
@@ -261,15 +270,30 @@ class _Reader:
         return value
 
 
-def _issuer(env: Mapping[str, str]) -> str:
-    """Derive the exact issuer string tokens must carry."""
-    explicit = env.get("AUTH0_ISSUER", "").strip()
+def _issuers(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The exact issuer strings tokens may carry: AUTH0_ISSUER, else AUTH0_DOMAIN, comma-separated.
+
+    Several entries are several custom domains of one tenant (or several tenants), each trusted
+    with its own keys: https://auth0.com/docs/customize/custom-domains/multiple-custom-domains
+    """
+    explicit = _entries(env, "AUTH0_ISSUER")
     if explicit:
-        _check_url("AUTH0_ISSUER", explicit)
+        for issuer in explicit:
+            _check_url("AUTH0_ISSUER", issuer)
         return explicit
-    domain = env.get("AUTH0_DOMAIN", "").strip()
-    if not domain:
+    domains = _entries(env, "AUTH0_DOMAIN")
+    if not domains:
         raise ConfigError("AUTH0_DOMAIN (or AUTH0_ISSUER) is required but not set")
+    return tuple(dict.fromkeys(_domain_issuer(domain) for domain in domains))
+
+
+def _entries(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated variable's non-empty entries, in order, without repeats."""
+    return tuple(dict.fromkeys(e.strip() for e in env.get(name, "").split(",") if e.strip()))
+
+
+def _domain_issuer(domain: str) -> str:
+    """The issuer of an Auth0 (custom) domain."""
     domain = domain.removeprefix("https://").rstrip("/")
     if not domain or "/" in domain or "@" in domain:
         raise ConfigError(f"AUTH0_DOMAIN: {domain!r} is not a bare host name like tenant.auth0.com")

@@ -41,7 +41,9 @@ AUTH_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 JWKS_FETCHES = Counter(
-    "jwks_fetches_total", "JWKS (and discovery) fetch attempts by outcome.", ["outcome"]
+    "jwks_fetches_total",
+    "JWKS (and discovery) fetch attempts by outcome and trusted issuer.",
+    ["outcome", "issuer"],
 )
 # JWKS gauges are labelled by issuer: bounded by configuration, never by client input.
 JWKS_FETCH_DURATION = Histogram(
@@ -114,7 +116,7 @@ def token_cache_lookup(hit: bool) -> None:
 
 def jwks_fetched(event: FetchEvent) -> None:
     """Record one JWKS fetch: outcome, duration, keys held after it, time of a success."""
-    jwks_fetch(event.outcome).inc()
+    jwks_fetch(event.outcome, event.issuer).inc()
     JWKS_FETCH_DURATION.labels(event.issuer).observe(event.duration)
     JWKS_KEYS.labels(event.issuer).set(event.keys)
     if event.outcome == "success":
@@ -139,8 +141,6 @@ def init_app(app: Any, settings: Settings) -> None:
     # app port answers 404 for it: clients never see denial reasons or pay for a scrape.
     if not settings.metrics_port:
         app.register_blueprint(bp)
-    for outcome in ("success", "error"):
-        jwks_fetch(outcome)
     _token_cache_hit.inc(0)
     _token_cache_miss.inc(0)
     BUILD_INFO.labels(settings.version, settings.revision).set(1)
@@ -148,6 +148,8 @@ def init_app(app: Any, settings: Settings) -> None:
 
 def track_issuer(issuer: str) -> None:
     """Pre-create an issuer's JWKS series: 0 keys and no success yet, until a fetch succeeds."""
+    for outcome in ("success", "error"):
+        jwks_fetch(outcome, issuer)
     JWKS_KEYS.labels(issuer).set(0)
     JWKS_LAST_SUCCESS.labels(issuer).set(0)
     JWKS_FETCH_DURATION.labels(issuer)

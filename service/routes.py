@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 from flask import Blueprint
 from flask import Flask
 from flask import current_app
@@ -9,6 +13,7 @@ from flask import jsonify
 
 from .auth import require_auth
 from .config import REQUIRED_PERMISSION
+from .jwks import JWKSCache
 
 api = Blueprint("api", __name__, url_prefix="/api")
 health = Blueprint("health", __name__)
@@ -51,12 +56,48 @@ def healthz():
 
 @health.get("/readyz")
 def readyz():
-    """Readiness: this worker holds a usable key set (stale is fine), loading one if needed."""
-    jwks = current_app.extensions["auth_verifier"].jwks
-    if jwks.ensure_loaded():
-        keyset = jwks.keyset
-        return jsonify(status="ready", keys=len(keyset.keys) if keyset else 0)
-    return jsonify(status="unavailable", reason="no signing keys yet"), 503
+    """Readiness: this worker holds usable keys (stale is fine) for at least one trusted issuer."""
+    caches = current_app.extensions["auth_verifier"].caches
+    _load_missing(caches)
+    issuers = [_issuer_state(cache) for cache in caches]
+    keys = sum(state["keys"] for state in issuers)
+    if any(state["keys"] for state in issuers):
+        return jsonify(status="ready", keys=keys, issuers=issuers)
+    return jsonify(status="unavailable", reason="no signing keys yet", issuers=issuers), 503
+
+
+def _load_missing(caches: tuple[JWKSCache, ...]) -> None:
+    """Start loading every issuer without keys, in parallel; wait only if none has any.
+
+    Waiting on an unreachable issuer while another can already verify tokens would make
+    one issuer's outage fail the whole instance's readiness.
+    """
+    missing = [cache for cache in caches if cache.keyset is None]
+    if not missing:
+        return
+    loaders = [
+        threading.Thread(target=cache.ensure_loaded, name="jwks-readyz", daemon=True)
+        for cache in missing
+    ]
+    for loader in loaders:
+        loader.start()
+    if len(missing) == len(caches):
+        for loader in loaders:
+            loader.join()  # each bounded by the fetch timeouts (AUTH0_HTTP_TIMEOUT)
+
+
+def _issuer_state(cache: JWKSCache) -> dict[str, Any]:
+    """One issuer's key state for /readyz: ready (fresh), stale (still usable) or unavailable."""
+    keyset = cache.keyset
+    state: dict[str, Any] = {"issuer": cache.issuer}
+    if keyset is None:
+        state.update(status="unavailable", keys=0)
+    else:
+        fresh = time.monotonic() < keyset.fresh_until
+        state.update(status="ready" if fresh else "stale", keys=len(keyset.keys))
+    if cache.last_error is not None:
+        state["error"] = cache.last_error
+    return state
 
 
 def init_app(app: Flask) -> None:

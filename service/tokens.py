@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from typing import Final
@@ -64,6 +65,8 @@ class AccessToken:
     permissions: frozenset[str]
     expires_at: float
     leeway: int
+    #: The trusted issuer whose keys verified it (its ``iss``).
+    issuer: str = ""
 
     @property
     def sub(self) -> str | None:
@@ -93,16 +96,23 @@ class AccessToken:
 
 
 class TokenVerifier:
-    """Checks a compact JWS access token against the issuer's keys and this API's claims."""
+    """Checks a compact JWS access token against its issuer's keys and this API's claims.
+
+    Each trusted issuer has its own key cache. The unverified ``iss`` only selects among the
+    configured ones (exact match, else refused before any I/O); a token is therefore only ever
+    checked against the keys of the issuer it names, never another's.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        jwks: JWKSCache,
+        jwks: JWKSCache | Sequence[JWKSCache],
         on_cache_lookup: Callable[[bool], None] | None = None,
     ) -> None:
+        caches = (jwks,) if isinstance(jwks, JWKSCache) else tuple(jwks)
         self._settings = settings
-        self._jwks = jwks
+        self._jwks = caches[0]
+        self._caches: dict[str, JWKSCache] = {cache.issuer: cache for cache in caches}
         #: Told hit (True) or miss (False) for every lookup in the verified-token cache.
         self._on_cache_lookup = on_cache_lookup or (lambda hit: None)
         self._algorithms = frozenset(settings.algorithms)
@@ -116,8 +126,13 @@ class TokenVerifier:
 
     @property
     def jwks(self) -> JWKSCache:
-        """The key cache this verifier draws from."""
+        """The first issuer's key cache (the only one with a single issuer)."""
         return self._jwks
+
+    @property
+    def caches(self) -> tuple[JWKSCache, ...]:
+        """Every trusted issuer's key cache, in configuration order."""
+        return tuple(self._caches.values())
 
     def verify(self, token: str) -> AccessToken:
         """Return the verified token or raise an ``AuthError`` saying why not."""
@@ -143,7 +158,7 @@ class TokenVerifier:
         new key objects, so this also ends it when the key set is replaced) and that key set
         must be fresh; the token must be unexpired.
         """
-        keyset = self._jwks.keyset
+        keyset = self._caches[token.issuer].keyset
         return (
             keyset is not None
             and keyset.keys.get(token.kid) is token.key
@@ -176,11 +191,12 @@ class TokenVerifier:
         alg, kid = checked
         claims = _decode_json(payload_b64, "payload")
         now = time.time()
+        jwks = self._issuer_keys(claims.get("iss"))
         expires_at = self._check_claims(claims, now)
         signature = _b64decode(signature_b64) if signature_b64 else b""
         if not signature:
             raise deny("bad_signature", "The token is not signed.")
-        key = self._key(kid, alg)
+        key = self._key(jwks, kid, alg)
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
         try:
             valid = self._signature_checks[alg](signing_input, signature, key)
@@ -189,7 +205,9 @@ class TokenVerifier:
         if not valid:
             raise deny("bad_signature", "The token signature is invalid.")
         permissions = _permissions(claims)
-        return AccessToken(claims, key, kid, permissions, expires_at, self._settings.leeway)
+        return AccessToken(
+            claims, key, kid, permissions, expires_at, self._settings.leeway, jwks.issuer
+        )
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, str]:
         """Check the JOSE header (RFC 7515 §4, RFC 8725 §3); return its alg and kid."""
@@ -211,11 +229,16 @@ class TokenVerifier:
             raise deny("bad_header", "The token has no key id.")
         return alg, kid
 
+    def _issuer_keys(self, iss: Any) -> JWKSCache:
+        """The key cache of the configured issuer the token names (RFC 9068 §4: exact match)."""
+        jwks = self._caches.get(iss) if isinstance(iss, str) else None
+        if jwks is None:
+            raise deny("bad_issuer", "The token was issued by an untrusted issuer.")
+        return jwks
+
     def _check_claims(self, claims: dict[str, Any], now: float) -> float:
         """Check registered claims (RFC 7519 §4.1, RFC 9068 §4); return ``exp``."""
         leeway = self._settings.leeway
-        if claims.get("iss") != self._settings.issuer:
-            raise deny("bad_issuer", "The token was issued by an untrusted issuer.")
         aud = claims.get("aud")
         audience = self._settings.audience
         if isinstance(aud, str):
@@ -253,10 +276,10 @@ class TokenVerifier:
             raise deny("bad_claims", "The token's 'permissions' claim has the wrong type.")
         return float(exp)
 
-    def _key(self, kid: str, alg: str) -> VerificationKey:
-        """Find the verification key for ``kid`` and check it fits ``alg``."""
+    def _key(self, jwks: JWKSCache, kid: str, alg: str) -> VerificationKey:
+        """Find the verification key for ``kid`` at the token's issuer and check it fits ``alg``."""
         try:
-            key = self._jwks.get(kid)
+            key = jwks.get(kid)
         except FetchError:
             raise KeysUnavailableError() from None
         if key is None:
@@ -358,5 +381,7 @@ def verifier_for(
     on_fetch: Callable[[FetchEvent], None],
     on_cache_lookup: Callable[[bool], None] | None = None,
 ) -> TokenVerifier:
-    """Build a verifier with its own process-level JWKS cache."""
-    return TokenVerifier(settings, JWKSCache(settings, on_fetch=on_fetch), on_cache_lookup)
+    """Build a verifier with its own process-level JWKS cache per trusted issuer."""
+    issuers = settings.issuers or (settings.issuer,)
+    caches = [JWKSCache(settings, issuer=issuer, on_fetch=on_fetch) for issuer in issuers]
+    return TokenVerifier(settings, caches, on_cache_lookup)

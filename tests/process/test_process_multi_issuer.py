@@ -1,0 +1,68 @@
+"""Two trusted issuers under real gunicorn: both served, no cross-issuer tokens, isolation, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import eventually
+from tests.issuer import LocalIssuer
+from tests.procs import ServerFactory
+from tests.procs import metric_sum
+from tests.procs import run_to_exit
+from tests.procs import service_env
+
+pytestmark = pytest.mark.slow
+
+
+def _trusting(*issuers: LocalIssuer) -> dict[str, str]:
+    return {"AUTH0_ISSUER": ",".join(i.url for i in issuers)}
+
+
+def test_two_issuers_are_served_and_never_cross(gunicorn: ServerFactory) -> None:
+    with LocalIssuer() as a, LocalIssuer() as b, LocalIssuer() as stranger:
+        server = gunicorn(a, workers=2, env=_trusting(a, b))
+        for issuer in (a, b):
+            assert server.get("/api/private-scoped", token=issuer.mint()).status == 200
+        assert server.get("/api/private", token=a.mint({"iss": b.url})).status == 401
+        assert server.get("/api/private", token=b.mint({"iss": a.url})).status == 401
+        unknown = server.get("/api/private", token=stranger.mint())
+        assert unknown.status == 401 and 'error="invalid_token"' in unknown.header("WWW-Authenticate")
+        assert (stranger.jwks_fetches, stranger.discovery_fetches) == (0, 0)
+        records = server.wait_for_record(
+            lambda r: r.get("event") == "auth_decision" and r.get("reason") == "bad_issuer", timeout=5
+        )
+        assert len(records) == 1
+
+
+def test_one_issuer_down_leaves_the_other_serving_and_ready(gunicorn: ServerFactory) -> None:
+    with LocalIssuer() as a, LocalIssuer() as b:
+        b.go_down()
+        server = gunicorn(a, workers=1, env=_trusting(a, b))
+        ready = server.get("/readyz")
+        assert ready.status == 200
+        states = {s["issuer"]: s["status"] for s in ready.json()["issuers"]}
+        assert states == {a.url: "ready", b.url: "unavailable"}
+        token_a = a.mint()
+        assert server.get("/api/private", token=b.mint()).status == 503
+        assert all(server.get("/api/private", token=token_a).status == 200 for _ in range(5))
+        samples = server.metrics()
+        assert metric_sum(samples, "jwks_fetches_total", issuer=a.url, outcome="success") >= 1
+        assert metric_sum(samples, "jwks_fetches_total", issuer=b.url, outcome="error") >= 1
+        assert metric_sum(samples, "jwks_fetches_total", issuer=a.url, outcome="error") == 0
+        b.come_up()
+        assert eventually(lambda: server.get("/api/private", token=b.mint()).status == 200, timeout=10)
+
+
+def test_jwks_uri_with_several_issuers_exits_78_naming_it(issuer: LocalIssuer, tmp_path: Path) -> None:
+    env = service_env(
+        issuer,
+        tmp_path / "prom",
+        {"AUTH0_ISSUER": f"{issuer.url},https://other.example/", "AUTH0_JWKS_URI": issuer.jwks_uri},
+    )
+    code, out, err = run_to_exit(env, log_dir=tmp_path / "logs", timeout=30)
+    output = out + err
+    assert code == 78, output[-3000:]
+    assert "Traceback" not in output
+    assert len([line for line in output.splitlines() if "AUTH0_JWKS_URI" in line]) == 1, output[-3000:]
