@@ -18,6 +18,7 @@ from dev_issuer.app import create_app
 from dev_issuer.app import load_key
 from dev_issuer.config import IssuerConfigError
 from dev_issuer.config import IssuerSettings
+from dev_issuer.tenants import with_extra_issuers
 
 log = logging.getLogger("dev_issuer")
 access_log = logging.getLogger("dev_issuer.access")
@@ -92,7 +93,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    app = create_app(settings, key)
+    app = with_extra_issuers(create_app(settings, key), settings)
     # make_server reports a busy or unusable address itself and exits with status 1.
     server = make_server(
         settings.host, settings.port, app, threaded=True, request_handler=_AccessLogHandler
@@ -110,6 +111,8 @@ def main() -> int:
         "file" if settings.key_file else "generated",
         settings.token_ttl,
     )
+    for path in settings.extra_paths:
+        log.info("issuer=%s%s/ (extra issuer, own key) on the same port", settings.issuer, path)
 
     serving = threading.Thread(target=server.serve_forever, name="dev-issuer", daemon=True)
     serving.start()

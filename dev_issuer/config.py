@@ -18,6 +18,12 @@ _MAX_TTL = 30 * 86400
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 
 
+#: An extra issuer's path segment, e.g. "eu" for http://127.0.0.1:3011/eu/.
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Segments the primary issuer already serves.
+_RESERVED_PATHS = frozenset({"oauth", "healthz", "stats"})
+
+
 class IssuerConfigError(ValueError):
     """A DEV_ISSUER_* variable is missing or malformed; the message names it."""
 
@@ -53,6 +59,8 @@ class IssuerSettings:
     clients: tuple[ClientConfig, ...] = field(default_factory=default_clients)
     key_file: str | None = None
     jwks_max_age: int | None = None
+    #: More issuers served by this process, each at ``{issuer}{path}/`` with its own key.
+    extra_paths: tuple[str, ...] = ()
 
     @property
     def jwks_cache_control(self) -> str | None:
@@ -93,7 +101,23 @@ class IssuerSettings:
             if env.get("DEV_ISSUER_JWKS_MAX_AGE", "").strip()
             else None
         )
-        return cls(host, port, issuer, audiences, ttl, clients, key_file, max_age)
+        extra_paths = _extra_paths(env)
+        return cls(
+            host, port, issuer, audiences, ttl, clients, key_file, max_age, extra_paths=extra_paths
+        )
+
+
+def _extra_paths(env: Mapping[str, str]) -> tuple[str, ...]:
+    """DEV_ISSUER_EXTRA_PATHS: comma-separated path segments, one more issuer each."""
+    raw = env.get("DEV_ISSUER_EXTRA_PATHS", "")
+    paths = tuple(dict.fromkeys(p.strip().strip("/") for p in raw.split(",") if p.strip()))
+    bad = [p for p in paths if not _PATH_SEGMENT.match(p) or p in _RESERVED_PATHS]
+    if bad:
+        raise IssuerConfigError(
+            f"DEV_ISSUER_EXTRA_PATHS: {bad} must be plain path segments (letters, digits, - _) "
+            f"other than {sorted(_RESERVED_PATHS)}"
+        )
+    return paths
 
 
 def _url_host(host: str) -> str:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import eventually
 from tests.issuer import LocalIssuer
+from tests.procs import REPO
 from tests.procs import ServerFactory
+from tests.procs import clean_env
+from tests.procs import free_port
+from tests.procs import launch
 from tests.procs import metric_sum
 from tests.procs import run_to_exit
 from tests.procs import service_env
@@ -66,3 +74,56 @@ def test_jwks_uri_with_several_issuers_exits_78_naming_it(issuer: LocalIssuer, t
     assert code == 78, output[-3000:]
     assert "Traceback" not in output
     assert len([line for line in output.splitlines() if "AUTH0_JWKS_URI" in line]) == 1, output[-3000:]
+
+
+def _token(issuer_url: str, audience: str) -> str:
+    body = json.dumps({
+        "client_id": "dev-client", "client_secret": "dev-secret",
+        "audience": audience, "grant_type": "client_credentials",
+    }).encode()
+    request = urllib.request.Request(
+        issuer_url + "oauth/token", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["access_token"]
+
+
+def test_the_dev_issuer_serves_two_issuers_end_to_end(tmp_path: Path) -> None:
+    port = free_port()
+    primary = f"http://127.0.0.1:{port}/"
+    second = f"{primary}eu/"
+    audience = "https://api.dev.local"
+    env = clean_env({"DEV_ISSUER_PORT": str(port), "DEV_ISSUER_EXTRA_PATHS": "eu"})
+    log = (tmp_path / "issuer.log").open("wb")
+    issuer = subprocess.Popen(
+        [sys.executable, "-m", "dev_issuer"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    server = None
+    try:
+        assert eventually(lambda: _up(primary + "healthz"), timeout=15)
+        api_env = clean_env({
+            "AUTH0_ISSUER": f"{primary},{second}", "AUTH0_AUDIENCE": audience,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"), "LOG_FORMAT": "json",
+        })
+        (tmp_path / "prom").mkdir()
+        server = launch(api_env, log_dir=tmp_path / "logs", workers=1)
+        server.wait_ready()
+        tokens = {url: _token(url, audience) for url in (primary, second)}
+        for url, token in tokens.items():
+            assert server.get("/api/private-scoped", token=token).status == 200, url
+        states = {s["issuer"]: s["status"] for s in server.get("/readyz").json()["issuers"]}
+        assert states == {primary: "ready", second: "ready"}
+    finally:
+        if server is not None:
+            server.stop()
+        issuer.terminate()
+        issuer.wait(timeout=10)
+        log.close()
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
+from dev_issuer.config import IssuerConfigError
+from dev_issuer.config import IssuerSettings
+from dev_issuer.tenants import extra_issuers
 from service.app import create_app
 from service.config import ConfigError
 from service.config import Settings
@@ -195,3 +198,20 @@ def test_jwks_fetches_are_counted_per_issuer(pair) -> None:
     assert f'jwks_fetches_total{{issuer="{b.url}",outcome="error"}}' in text or (
         f'jwks_fetches_total{{outcome="error",issuer="{b.url}"}}' in text
     )
+
+
+@pytest.mark.parametrize(
+    "raw, paths", [("", ()), ("eu", ("eu",)), (" eu, /us/ ,eu", ("eu", "us"))]
+)
+def test_dev_issuer_extra_paths_name_more_issuers(raw, paths) -> None:
+    settings = IssuerSettings.from_env({"DEV_ISSUER_EXTRA_PATHS": raw})
+    assert settings.extra_paths == paths
+    assert [extra.issuer for extra, _ in extra_issuers(settings)] == [
+        f"{settings.issuer}{path}/" for path in paths
+    ]
+
+
+@pytest.mark.parametrize("raw", ["oauth", "a/b", "../x", "e u", "x" * 65])
+def test_dev_issuer_refuses_extra_paths_that_are_not_plain_segments(raw) -> None:
+    with pytest.raises(IssuerConfigError, match="DEV_ISSUER_EXTRA_PATHS"):
+        IssuerSettings.from_env({"DEV_ISSUER_EXTRA_PATHS": raw})
