@@ -103,10 +103,10 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
 
 #: (variable, what it holds) for every setting without a default; with DEFAULTS, every variable read.
 NO_DEFAULT: Final[dict[str, str]] = {
-    "AUTH0_DOMAIN": "the tenant's host name; the issuer is https://{domain}/ (or set AUTH0_ISSUER).",
-    "AUTH0_ISSUER": "the exact issuer URL, instead of AUTH0_DOMAIN (dev issuer, any OIDC issuer).",
+    "AUTH0_DOMAIN": "tenant host name(s), comma-separated; issuers https://{domain}/ (or AUTH0_ISSUER).",
+    "AUTH0_ISSUER": "exact issuer URL(s), comma-separated, instead of AUTH0_DOMAIN (dev, any OIDC issuer).",
     "AUTH0_AUDIENCE": "required: the API identifier that aud must contain.",
-    "AUTH0_JWKS_URI": "the key set URL; unset, OIDC discovery finds it.",
+    "AUTH0_JWKS_URI": "the key set URL of a single issuer; unset, OIDC discovery finds it.",
     "PROMETHEUS_MULTIPROC_DIR": "metrics directory shared by workers; gunicorn.conf.py makes one when unset.",
 }
 
