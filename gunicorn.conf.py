@@ -49,8 +49,10 @@ wsgi_app = "service.wsgi:app"
 bind = [f"0.0.0.0:{_int_env('PORT', 1)}"]
 workers = _int_env("WEB_CONCURRENCY", 1)
 # gthread: keep-alive without a buffering proxy in front; threads overlap the rare JWKS fetch.
-# Our subclass only changes how gunicorn answers HTTP it cannot parse (JSON, X-Request-ID).
+# Our subclass reads request heads on the poller (slow or idle clients hold no thread, within
+# GUNICORN_HEADER_TIMEOUT, validated here) and answers what it refuses with JSON.
 worker_class = "service.gunicorn_worker.Worker"
+_int_env("GUNICORN_HEADER_TIMEOUT", 1)
 threads = _int_env("GUNICORN_THREADS", 1)
 graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT")
 timeout = 30
@@ -58,10 +60,11 @@ keepalive = _int_env("GUNICORN_KEEPALIVE")
 # Recycling workers would leave metric files behind forever
 # (https://github.com/prometheus/client_python/issues/275).
 max_requests = 0
-# Auth0 tokens with many RBAC permissions outgrow gunicorn's 8190-byte header default, and an
-# oversized token must reach the app to get its RFC 6750 401 (AUTH0_MAX_TOKEN_BYTES) rather than
-# gunicorn's HTML 431. 256 KiB per field bounds the memory a request's headers can take.
-limit_request_field_size = 262144
+# One header field may hold a token up to 32 KiB ("Authorization: Bearer " included), so a
+# token over AUTH0_MAX_TOKEN_BYTES (16 KiB) still reaches the app and gets its RFC 6750 401;
+# a longer field gets the worker's JSON 431. The whole head is capped at 64 KiB by the worker
+# (service.request_head.MAX_HEAD_BYTES), which bounds the parse to one linear pass.
+limit_request_field_size = 32768
 # Heartbeat files in RAM: works with a read-only root filesystem.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # gunicorn >= 25.1 opens a control socket under $HOME, which is read-only in the container.

@@ -98,6 +98,11 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
         "5",
         "fine for direct clients; raise above a load balancer's idle timeout (65+ s for 60 s).",
     ),
+    "GUNICORN_HEADER_TIMEOUT": (
+        "10",
+        "seconds a request head may take to arrive (nginx's client_header_timeout is 60); "
+        "slow or silent connections wait on the poller, never on a thread, then are closed.",
+    ),
 }
 
 

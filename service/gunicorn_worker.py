@@ -1,51 +1,374 @@
-"""gunicorn's gthread worker, answering requests its own HTTP parser rejects like the app does.
+"""gunicorn's gthread worker, hardened against slow, idle and oversized clients.
 
-gunicorn refuses malformed HTTP (bad request line, control bytes in a header, oversized headers)
-before the app sees it, with an HTML page that quotes the offending input. Here those answers
-are JSON, carry an ``X-Request-ID``, never echo the input, and the access line names the same id.
+Stock gthread hands every accepted connection to a thread, which then blocks in ``recv`` until
+the request head arrives: a few connections that send part of a head (slowloris) or nothing
+take every thread. Here the worker's poller reads request heads without blocking: a
+connection reaches a thread only once its whole head is buffered. A head must arrive within
+``GUNICORN_HEADER_TIMEOUT`` seconds and fit ``MAX_HEAD_BYTES``; otherwise the poller answers
+408/414/431 itself. Closing lingers on the poller too (RFC 9112 §9.6), never in a blocking loop.
+
+Requests refused before the app (the worker's limits, or HTTP gunicorn's parser rejects) get a
+JSON body with an ``X-Request-ID``, never echo the input, log one access line and count in
+``http_requests_total`` under route ``unmatched``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import selectors
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+from functools import partial
 from typing import Any
+from typing import Final
 
 import structlog
-from gunicorn import util
+from gunicorn.http import errors as http_errors
+from gunicorn.http.body import LengthReader
+from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
+from . import request_head
+from .config import server_int
+from .http import count_unmatched
 from .http import new_request_id
+from .logging import REQUEST_ID_ENVIRON_KEY
+from .logging import ROUTE_ENVIRON_KEY
 from .logging import parse_error_context
 
+#: How long a closing connection may keep sending before it is cut (gunicorn's close_graceful).
+LINGER_SECONDS: Final = 2.0
+#: How much a closing connection may still send (gunicorn's close_graceful).
+LINGER_BYTES: Final = 65536
 
-def _write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
-    """Replacement for gunicorn.util.write_error: a JSON error without the rejected input."""
-    request_id = getattr(parse_error_context, "request_id", None) or new_request_id()
-    error = "invalid_request" if status_int < 500 else "server_error"
-    body = json.dumps({"error": error, "error_description": reason}).encode()
-    head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        f"X-Request-ID: {request_id}\r\n\r\n"
-    )
-    util.write_nonblock(sock, head.encode("latin-1") + body)
+#: Transfer codings RFC 9112 defines (§7: chunked, compress, deflate, gzip; §7.2 aliases).
+_DEFINED_CODINGS: Final = frozenset({"chunked", "compress", "deflate", "gzip", "x-compress", "x-gzip"})
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """What the client is told when its request never reaches the app."""
+
+    status: int
+    reason: str
+    description: str
+
+    def render(self, request_id: str) -> bytes:
+        """The complete HTTP/1.1 response: JSON, X-Request-ID, and the connection closing."""
+        error = "server_error" if self.status == 500 else "invalid_request"
+        body = json.dumps({"error": error, "error_description": self.description}).encode()
+        head = (
+            f"HTTP/1.1 {self.status} {self.reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"X-Request-ID: {request_id}\r\n\r\n"
+        )
+        return head.encode("latin-1") + body
+
+
+BAD_REQUEST: Final = Refusal(400, "Bad Request", "Malformed HTTP request.")
+TIMEOUT: Final = Refusal(408, "Request Timeout", "The request head did not arrive in time.")
+URI_TOO_LONG: Final = Refusal(414, "URI Too Long", "The request line is too long.")
+HEAD_TOO_LARGE: Final = Refusal(
+    431, "Request Header Fields Too Large", "A header field or the request head is too large."
+)
+UNSUPPORTED_CODING: Final = Refusal(
+    501, "Not Implemented", "Unsupported Transfer-Encoding: send chunked or a Content-Length."
+)
+INTERNAL: Final = Refusal(500, "Internal Server Error", "Internal error.")
+
+#: gunicorn's parse errors and our answer to each; any other ParseException is a 400.
+_PARSE_REFUSALS: Final = (
+    (http_errors.LimitRequestLine, URI_TOO_LONG),
+    (http_errors.LimitRequestHeaders, HEAD_TOO_LARGE),
+    (http_errors.UnsupportedTransferCoding, UNSUPPORTED_CODING),
+    (http_errors.ExpectationFailed, Refusal(417, "Expectation Failed", "Unsupported Expect value.")),
+    (http_errors.ForbiddenProxyRequest, Refusal(403, "Forbidden", "PROXY protocol not allowed.")),
+    # Response-side header errors and configuration problems are ours, not the client's.
+    (http_errors.InvalidResponseHeader, INTERNAL),
+    (http_errors.InvalidResponseHeaderName, INTERNAL),
+    (http_errors.ConfigurationProblem, INTERNAL),
+)
+_BY_STATUS: Final = {request_head.URI_TOO_LONG: URI_TOO_LONG, request_head.HEAD_TOO_LARGE: HEAD_TOO_LARGE}
+
+
+def refusal_for(exc: BaseException) -> Refusal | None:
+    """Our answer to a request gunicorn's parser rejected, or None for an unexpected error."""
+    for cls, refusal in _PARSE_REFUSALS:
+        if isinstance(exc, cls):
+            return refusal
+    return BAD_REQUEST if isinstance(exc, http_errors.ParseException) else None
+
+
+class Conn(TConn):
+    """A gthread connection that carries the request head its worker's poller read ahead."""
+
+    def __init__(self, worker: Worker, *args: Any) -> None:
+        """Remember the worker, whose poller lingers on this connection when it closes."""
+        super().__init__(*args)
+        self.worker = worker
+        self.head = bytearray()
+        self.scanned = 0
+        self.deadline = 0.0
+
+    def init(self) -> None:
+        """Give the parser the buffered head, and bound every read the thread does."""
+        super().init()
+        if self.head:
+            self.parser.unreader.unread(bytes(self.head))
+            self.head = bytearray()
+            self.scanned = 0
+        # A request body (or a response write) on a thread still has a deadline per read.
+        self.sock.settimeout(self.worker.header_timeout)
+
+    def close(self, graceful: bool = False) -> None:
+        """Close now, or linger on the poller (gunicorn lingers in a blocking loop)."""
+        if graceful:
+            self.worker.linger(self)
+        else:
+            super().close()
 
 
 class Worker(ThreadWorker):
-    """The gthread worker with JSON answers for requests that never reach the app."""
+    """gthread with request heads read by the poller, within a deadline and a size limit."""
 
-    def init_process(self) -> None:
-        """Install the JSON error writer in this worker process (gunicorn calls it by name)."""
-        util.write_error = _write_error
-        super().init_process()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Read the header deadline (gunicorn.conf.py has validated it at start)."""
+        super().__init__(*args, **kwargs)
+        self.header_timeout = server_int(os.environ, "GUNICORN_HEADER_TIMEOUT", minimum=1)
+        # Insertion order is deadline order: every entry gets now + the same constant.
+        self.reading: dict[Conn, None] = {}
+        self.lingering: dict[Conn, float] = {}
+        # Reading ahead needs plain HTTP/1.x bytes: TLS and HTTP/2 prior knowledge keep
+        # gthread's own path (this service terminates TLS in front of gunicorn).
+        self.read_ahead = (
+            not self.cfg.is_ssl
+            and getattr(self.cfg, "protocol", "http") == "http"
+            and getattr(self.cfg, "http2_cleartext", "off") not in ("prior-knowledge", "both")
+        )
 
-    def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
-        """Give the refusal a request id shared by its response and its access line."""
-        request_id = parse_error_context.request_id = new_request_id()
+    def accept(self, listener: socket.socket) -> None:
+        """Accept a connection and start reading its head on the poller."""
         try:
-            # gunicorn's "Invalid request" warning goes through stdlib logging, whose structlog
-            # bridge merges these contextvars: the warning carries the id too.
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
-                super().handle_error(req, client, addr, exc)
+            sock, addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.enqueue_req(Conn(self, self.cfg, sock, addr, listener.getsockname()))
+
+    def enqueue_req(self, conn: Conn) -> None:
+        """Hand the connection to a thread once its head is buffered; until then, poll it."""
+        if not self.read_ahead:
+            super().enqueue_req(conn)
+            return
+        if conn.parser is not None:
+            # Bytes a thread read past the last request: the start of the next head.
+            conn.head[:0] = conn.parser.unreader.take_buffered()
+        conn.deadline = time.monotonic() + self.header_timeout
+        conn.sock.setblocking(False)
+        self.reading[conn] = None
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_bytes, conn))
+        self._advance(conn)
+
+    def _on_head_bytes(self, conn: Conn, _sock: Any) -> None:
+        """Read what the client sent so far, without blocking."""
+        try:
+            data = conn.sock.recv(max(1, request_head.MAX_HEAD_BYTES + 1 - len(conn.head)))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._forget(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.head += data
+        self._advance(conn)
+
+    def _advance(self, conn: Conn) -> None:
+        """Dispatch, refuse or keep waiting, depending on what is buffered."""
+        if not conn.head:
+            return
+        verdict = request_head.scan(conn.head, conn.scanned, self.cfg.limit_request_line)
+        conn.scanned = len(conn.head)
+        if verdict == request_head.COMPLETE:
+            self._forget(conn)
+            # The bytes are buffered, not on the socket: gthread must not wait for data.
+            conn.data_ready = True
+            super().enqueue_req(conn)
+        elif verdict != request_head.INCOMPLETE:
+            self._refuse(conn, _BY_STATUS[verdict])
+
+    def _forget(self, conn: Conn) -> None:
+        """Stop polling a connection for its head."""
+        self.reading.pop(conn, None)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _refuse(self, conn: Conn, refusal: Refusal) -> None:
+        """Answer from the poller a head that broke a limit, then close the connection."""
+        self._forget(conn)
+        self.nr_conns -= 1
+        method = request_head.method_of(conn.head)
+        request_id = new_request_id()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            self.log.warning("Refused request head from ip=%s: %s", _ip(conn.client), refusal.reason)
+        self._record(refusal, method, None, conn.client, timedelta(0), request_id)
+        try:
+            conn.sock.send(refusal.render(request_id))
+        except OSError:
+            pass
+        self.linger(conn)
+
+    def linger(self, conn: Conn) -> None:
+        """Half-close and drain on the poller until the client closes (RFC 9112 §9.6)."""
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        self.lingering[conn] = time.monotonic() + LINGER_SECONDS
+        conn.scanned = 0
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_linger_bytes, conn))
+
+    def _on_linger_bytes(self, conn: Conn, _sock: Any) -> None:
+        """Discard what a closing client still sends; close at its EOF or the byte cap."""
+        try:
+            data = conn.sock.recv(LINGER_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.scanned += len(data)
+        if not data or conn.scanned >= LINGER_BYTES:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: Conn) -> None:
+        """Close a lingering connection for good."""
+        self.lingering.pop(conn, None)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """Also expire heads past their deadline and lingering closes past theirs."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn in list(self.reading):
+            if conn.deadline > now:
+                if self.alive:
+                    break
+                if conn.head:
+                    continue
+            if conn.head:
+                self._refuse(conn, TIMEOUT)
+            else:
+                # Never sent a byte (or stopping): nothing to answer.
+                self._forget(conn)
+                self.nr_conns -= 1
+                conn.close()
+        for conn, deadline in list(self.lingering.items()):
+            if deadline > now:
+                break
+            self._end_linger(conn)
+
+    def handle(self, conn: Conn) -> Any:
+        """Serve the buffered request on this thread (remembering its method for refusals)."""
+        parse_error_context.method = request_head.method_of(conn.head)
+        try:
+            return super().handle(conn)
         finally:
-            parse_error_context.request_id = None
+            parse_error_context.method = None
+
+    def handle_request(self, req: Any, conn: Conn) -> bool:
+        """Refuse transfer codings RFC 9112 does not define, then serve the request."""
+        for name, value in req.headers:
+            if name == "TRANSFER-ENCODING":
+                codings = {v.strip(" \t").lower() for v in value.split(",")}
+                if not codings <= _DEFINED_CODINGS:
+                    # "identity" is gone since RFC 7230; gunicorn still accepts it before chunked.
+                    raise http_errors.UnsupportedTransferCoding(value)
+        if not _body_buffered(req, conn):
+            # gthread drains a body the app left unread on this thread before keep-alive, for
+            # up to 5 s: a slow sender would hold the thread. Closing lingers on the poller.
+            req.force_close()
+        return super().handle_request(req, conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """Answer a request that never reached the app: JSON, an id, one log line, one count."""
+        started = datetime.now()
+        if req is None:
+            req = getattr(exc, "req", None)
+        refusal = refusal_for(exc)
+        request_id = new_request_id()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            if refusal is None or refusal is INTERNAL:
+                self.log.exception("Error handling request")
+                refusal = INTERNAL
+            else:
+                # gunicorn's own wording; the logging bridge blanks any credential it quotes.
+                self.log.warning("Invalid request from ip=%s: %s", _ip(addr), exc)
+        method = getattr(req, "method", None) or getattr(parse_error_context, "method", "") or ""
+        self._record(refusal, method, req, addr, datetime.now() - started, request_id)
+        try:
+            client.setblocking(False)
+            client.send(refusal.render(request_id))
+        except OSError:
+            pass
+
+    def _record(
+        self, refusal: Refusal, method: str, req: Any, addr: Any, took: timedelta, request_id: str
+    ) -> None:
+        """Count the refusal and write its access line."""
+        count_unmatched(method, refusal.status)
+        environ = {
+            "REQUEST_METHOD": method or None,
+            "PATH_INFO": getattr(req, "path", None),
+            "REMOTE_ADDR": _ip(addr),
+            REQUEST_ID_ENVIRON_KEY: request_id,
+            ROUTE_ENVIRON_KEY: "unmatched",
+        }
+        self.log.access(_Answered(refusal.status, refusal.reason), req, environ, took)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """The response-shaped facts the access line reads for a refusal."""
+
+    status_code: int
+    reason: str
+
+    @property
+    def status(self) -> str:
+        """Status line text, as gunicorn's Response has it."""
+        return f"{self.status_code} {self.reason}"
+
+    @property
+    def sent(self) -> None:
+        """Body bytes are not tracked for refusals."""
+        return None
+
+
+def _body_buffered(req: Any, conn: Conn) -> bool:
+    """True if the request has no body, or all of it is already read (so keep-alive is cheap)."""
+    reader = req.body.reader
+    if not isinstance(reader, LengthReader):
+        return False
+    return reader.length == 0 or reader.length <= len(conn.parser.unreader.buf.getvalue())
+
+
+def _ip(addr: Any) -> str:
+    """The peer address of a TCP client ('' for a UNIX socket)."""
+    return addr[0] if isinstance(addr, tuple) and addr else ""

@@ -90,6 +90,12 @@ def _finish(response: Response) -> Response:
     return response
 
 
+def count_unmatched(method: str, status: int) -> None:
+    """Count a request answered before routing (gunicorn's parser or the worker's limits)."""
+    label = method if method in _METHODS else "other"
+    metrics.http_request("unmatched", label, str(status)).inc()
+
+
 def _teardown(_exc: BaseException | None) -> None:
     """Drop the request's log context so a reused thread starts clean."""
     structlog.contextvars.clear_contextvars()

@@ -1,0 +1,63 @@
+"""Where a request head ends and when it breaks a limit, byte by byte (service.request_head)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import request_head
+from service.request_head import COMPLETE
+from service.request_head import HEAD_TOO_LARGE
+from service.request_head import INCOMPLETE
+from service.request_head import MAX_HEAD_BYTES
+from service.request_head import URI_TOO_LONG
+
+LINE_LIMIT = 4094
+
+
+@pytest.mark.parametrize(
+    ("head", "verdict"),
+    [
+        (b"", INCOMPLETE),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n", INCOMPLETE),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r", INCOMPLETE),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", COMPLETE),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody after the head", COMPLETE),
+        (b"GET / HTTP/1.1\nHost: x", COMPLETE),  # bare LF: the parser refuses it at once
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD_BYTES - 23) + b"\r\n\r\n", COMPLETE),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD_BYTES - 22) + b"\r\n\r\n", HEAD_TOO_LARGE),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEAD_BYTES, HEAD_TOO_LARGE),
+        (b"GET /" + b"a" * MAX_HEAD_BYTES, URI_TOO_LONG),
+    ],
+    ids=["empty", "partial", "almost", "complete", "pipelined", "bare-lf", "at-limit", "over-limit",
+         "over-limit-incomplete", "endless-request-line"],
+)
+def test_scan_classifies_buffered_heads(head: bytes, verdict: object) -> None:
+    """Complete heads go to a thread, partial ones wait, oversized ones are refused."""
+    assert request_head.scan(head, 0, LINE_LIMIT) == verdict
+
+
+def test_scan_finds_a_head_end_split_across_reads() -> None:
+    """The blank line may arrive one byte at a time; each scan looks only at new bytes (linear)."""
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    scanned = 0
+    verdicts = []
+    for end in range(1, len(head) + 1):
+        verdicts.append(request_head.scan(head[:end], scanned, LINE_LIMIT))
+        scanned = end
+    assert verdicts == [INCOMPLETE] * (len(head) - 1) + [COMPLETE]
+
+
+def test_crlf_split_across_reads_is_not_a_bare_lf() -> None:
+    """A CR at the end of one read and its LF at the start of the next are one line end."""
+    head = b"GET / HTTP/1.1\r\nHost: x\r"
+    assert request_head.scan(head, 0, LINE_LIMIT) == INCOMPLETE
+    assert request_head.scan(head + b"\nX: y", len(head), LINE_LIMIT) == INCOMPLETE
+
+
+@pytest.mark.parametrize(
+    ("head", "method"),
+    [(b"GET / HTTP/1.1\r\n", "GET"), (b"\r\nPOST / HTTP/1.1", "POST"), (b"", ""), (b"GARBAGE", "")],
+)
+def test_method_of_reads_the_first_token(head: bytes, method: str) -> None:
+    """The method labels metrics for refused heads ("" when there is none)."""
+    assert request_head.method_of(head) == method
