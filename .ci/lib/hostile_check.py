@@ -31,8 +31,8 @@ def main() -> int:
         factory = ServerFactory(Path(tmp))
         try:
             server = factory(issuer, workers=None, env={"GUNICORN_GRACEFUL_TIMEOUT": None})
-            server.wait_booted(2)
-            warm(server, issuer, 2)
+            server.wait_booted(2, timeout=60)
+            warm(server, issuer, 2, timeout=60)
             token = issuer.mint()
             with hostile.swarm(server.port, slow=100, idle=100) as crowd:
                 heads: list[object] = []

@@ -35,8 +35,9 @@ def _json_refusal(raw: bytes, status: int) -> dict[str, str]:
 def server(module_issuer: LocalIssuer, module_gunicorn: ServerFactory) -> Server:
     """The default configuration (2 workers x 4 threads), warmed: every worker has the keys."""
     srv = module_gunicorn(module_issuer, workers=None, env={"GUNICORN_GRACEFUL_TIMEOUT": None})
-    srv.wait_booted(2)
-    warm(srv, module_issuer, 2)
+    # Generous: on a loaded 2-core machine booting and warming both workers can take a while.
+    srv.wait_booted(2, timeout=60)
+    warm(srv, module_issuer, 2, timeout=60)
     return srv
 
 
@@ -190,7 +191,8 @@ def test_slow_unread_bodies_hold_no_thread(server: Server, module_issuer: LocalI
         time.sleep(0.3)
         probes = hostile.probe(server, module_issuer.mint(), count=40)
         assert not probes.failures, probes.failures
-        assert probes.p99() < 0.100, sorted(probes.latencies)[-5:]
+        # Drained on a thread, each body would hold one for 5 s (all 8 are taken by 16 bodies).
+        assert max(probes.latencies) < 2.0, sorted(probes.latencies)[-5:]
         for sock in socks:
             raw = hostile.read_response(sock)
             assert raw.startswith(b"HTTP/1.1 405 ") and b"Connection: close" in raw, raw[:200]
