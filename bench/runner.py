@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
@@ -384,6 +385,56 @@ def precheck(target: Target, material: Material) -> dict[str, int]:
     return statuses
 
 
+@dataclass(frozen=True)
+class Watched:
+    """What one measurement watches: the target's processes, the others', the issuer's counters."""
+
+    target: Target
+    issuer: str
+    own: list[int]
+    workers: list[int]
+    others: list[int]
+
+    def readers(self) -> list[tuple[str, Callable[[], Any]]]:
+        """Counter readers, slowest first: read in this order before a run, in reverse after it."""
+        return [
+            ("log_bytes", lambda: self.target.log_path.stat().st_size),
+            ("fetches", lambda: issuer_stats(self.issuer).get(self.target.jwks_tag, 0)),
+            ("loadavg", procstat.loadavg),
+            ("machine", procstat.MachineCPU.read),
+            ("own_cpu", lambda: procstat.cpu_seconds(self.own)),
+            ("own_system_cpu", lambda: procstat.cpu_split(self.own)[1]),
+            ("switches", lambda: procstat.context_switches(self.own)),
+            ("per_worker_cpu", lambda: [procstat.cpu_seconds([pid]) for pid in self.workers]),
+            ("others_cpu", lambda: procstat.cpu_seconds(self.others)),
+            ("self_cpu", lambda: sum(os.times()[:2])),
+            ("wall", time.monotonic),
+        ]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every counter at one instant; two snapshots around a run give what the run cost."""
+
+    log_bytes: int
+    fetches: int
+    loadavg: float
+    machine: procstat.MachineCPU
+    own_cpu: float
+    own_system_cpu: float
+    switches: int
+    per_worker_cpu: list[float]
+    others_cpu: float
+    self_cpu: float
+    wall: float
+
+    @classmethod
+    def take(cls, watched: Watched, *, closing: bool = False) -> Snapshot:
+        """Read every counter, the clocks nearest the run (last before it, first after it)."""
+        readers = watched.readers()
+        return cls(**{name: read() for name, read in (reversed(readers) if closing else readers)})
+
+
 def measure(
     args: argparse.Namespace,
     target: Target,
@@ -404,40 +455,29 @@ def measure(
     workers = [p for p in own if p != root]
     for pid in workers:
         procstat.reset_peak_rss(pid)
-    log_before = target.log_path.stat().st_size
-    fetches_before = issuer_stats(issuer).get(target.jwks_tag, 0)
-    load_before = procstat.loadavg()
-    machine_before = procstat.MachineCPU.read()
-    own_before = procstat.cpu_seconds(own)
-    split_before = procstat.cpu_split(own)
-    switches_before = procstat.context_switches(own)
-    per_worker_before = [procstat.cpu_seconds([pid]) for pid in workers]
-    others_before = procstat.cpu_seconds(others + extra_pids)
-    self_before = sum(os.times()[:2])
-    wall_before = time.monotonic()
+    watched = Watched(target, issuer, own, workers, others + extra_pids)
+    before = Snapshot.take(watched)
 
     summary, wrk_cpu = run_wrk(args, target, scenario, material, args.duration)
 
-    wall = time.monotonic() - wall_before
-    self_cpu = sum(os.times()[:2]) - self_before
-    own_cpu = procstat.cpu_seconds(own) - own_before
-    split_after = procstat.cpu_split(own)
-    switches = procstat.context_switches(own) - switches_before
-    system_cpu = split_after[1] - split_before[1]
-    per_worker = [procstat.cpu_seconds([p]) - b for p, b in zip(workers, per_worker_before, strict=True)]
-    others_cpu = procstat.cpu_seconds(others + extra_pids) - others_before
-    machine_after = procstat.MachineCPU.read()
-    load_after = procstat.loadavg()
-    fetches = issuer_stats(issuer).get(target.jwks_tag, 0) - fetches_before
-    log_bytes = target.log_path.stat().st_size - log_before
+    after = Snapshot.take(watched, closing=True)
+    wall = after.wall - before.wall
+    self_cpu = after.self_cpu - before.self_cpu
+    own_cpu = after.own_cpu - before.own_cpu
+    switches = after.switches - before.switches
+    system_cpu = after.own_system_cpu - before.own_system_cpu
+    per_worker = [a - b for a, b in zip(after.per_worker_cpu, before.per_worker_cpu, strict=True)]
+    others_cpu = after.others_cpu - before.others_cpu
+    fetches = after.fetches - before.fetches
+    log_bytes = after.log_bytes - before.log_bytes
     peaks = [procstat.peak_rss_kib(pid) for pid in workers]
     live_workers = procstat.children_map().get(root, [])
 
     requests = int(summary["requests"])
     seconds = summary["duration_us"] / 1e6
-    machine_busy = (machine_after.busy - machine_before.busy) / procstat.CLK_TCK
-    machine_total = (machine_after.total - machine_before.total) / procstat.CLK_TCK
-    steal = (machine_after.steal - machine_before.steal) / procstat.CLK_TCK
+    machine_busy = (after.machine.busy - before.machine.busy) / procstat.CLK_TCK
+    machine_total = (after.machine.total - before.machine.total) / procstat.CLK_TCK
+    steal = (after.machine.steal - before.machine.steal) / procstat.CLK_TCK
     # Whatever the machine did beyond the target, wrk, the idle other targets, the issuer and us.
     other = max(0.0, machine_busy - own_cpu - wrk_cpu - others_cpu - self_cpu)
     non2xx = int(summary["errors"]["status"])
@@ -474,8 +514,8 @@ def measure(
         "machine_cores_busy": round(machine_busy / wall, 3),
         "machine_cores": round(machine_total / wall, 2),
         "steal_pct": round(100 * steal / machine_total, 2) if machine_total else 0.0,
-        "loadavg_before": load_before,
-        "loadavg_after": load_after,
+        "loadavg_before": before.loadavg,
+        "loadavg_after": after.loadavg,
         "peak_rss_kib_per_worker": peaks,
         "workers_restarted": sorted(live_workers) != sorted(workers),
         "jwks_fetches": fetches,
@@ -703,128 +743,168 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write bench/results/<stamp>/results.{json,md}."""
-    args = parse_args(argv)
-    notes: list[str] = []
+@dataclass
+class Collected:
+    """Everything the runs gathered, in the order they gathered it."""
+
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)
+    prechecks: dict[str, dict[str, int]] = field(default_factory=dict)
+    log_sizes: dict[str, list[int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every run shares: the options, the tokens, the issuer and where results go."""
+
+    args: argparse.Namespace
+    material: Material
+    issuer: str
+    issuer_pid: int
+    outdir: Path
+    logdir: Path
+
+
+def preflight(args: argparse.Namespace, notes: list[str]) -> str | None:
+    """Check the tools and targets can run; return why not, or None (skipped targets go in notes)."""
     if shutil.which("wrk") is None:
-        print("wrk not found: run bench/run (it installs wrk) or apt-get install wrk", file=sys.stderr)
-        return 2
+        return "wrk not found: run bench/run (it installs wrk) or apt-get install wrk"
     if "ours" in args.targets and not (ROOT / "service" / "wsgi.py").exists():
         if args.explicit_targets:
-            print("target ours: service/wsgi.py does not exist", file=sys.stderr)
-            return 2
+            return "target ours: service/wsgi.py does not exist"
         args.targets.remove("ours")
         notes.append("target ours skipped: service/wsgi.py does not exist yet.")
     if "node" in args.targets and not (BENCH / "node" / "node_modules").is_dir():
-        print("node target: run `npm ci` in bench/node (bench/run does it)", file=sys.stderr)
-        return 2
+        return "node target: run `npm ci` in bench/node (bench/run does it)"
+    return None
 
-    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    outdir = args.out / started
-    outdir.mkdir(parents=True, exist_ok=True)
-    issuer = f"http://127.0.0.1:{args.issuer_port}/"
-    t0 = time.monotonic()
-    material = prepare(args.out / "cache", issuer, args.tokens)
+
+def warm_up(bench: Bench, target: Target, run: int, collected: Collected) -> None:
+    """Wait for a target, check every scenario's status once, then load its JWKS and settle."""
+    wait_ready(target, bench.args.workers)
+    statuses = precheck(target, bench.material)
+    if run == 0:
+        collected.prechecks[target.name] = statuses
+    # Warm-up: load the JWKS in every worker and let the interpreters settle.
+    for name in ("public", "private_hot"):
+        run_wrk(bench.args, target, SCENARIO_BY_NAME[name], bench.material, bench.args.warmup)
+
+
+def record_failure(
+    bench: Bench, run: int, target: Target, scenario: Scenario, err: Exception, collected: Collected
+) -> bool:
+    """Record a failed measurement and keep the target's log; return whether the target lives."""
+    alive = target.proc is not None and target.proc.poll() is None
+    collected.failures.append(
+        {
+            "run": run,
+            "target": target.name,
+            "scenario": scenario.name,
+            "error": str(err).strip()[-500:],
+            "target_alive": alive,
+        }
+    )
+    keep_log_tail(target, bench.outdir, f"run{run + 1}-{scenario.name}-failed")
     print(
-        f"[bench] material ready ({material.count} tokens per list) in {time.monotonic() - t0:.1f}s",
+        f"[bench] run {run + 1}/{bench.args.runs} {scenario.name:15} {target.name:10} "
+        f"FAILED: {str(err).strip()[-200:]}",
+        flush=True,
+    )
+    return alive
+
+
+def record_sample(
+    bench: Bench, run: int, target: Target, scenario: Scenario, sample: dict[str, Any], collected: Collected
+) -> None:
+    """Keep one measurement (and the log when a status was unexpected) and print its line."""
+    sample["run"] = run
+    collected.samples.append(sample)
+    if not sample["statuses_ok"]:
+        keep_log_tail(target, bench.outdir, f"run{run + 1}-{scenario.name}-unexpected")
+    print(
+        f"[bench] run {run + 1}/{bench.args.runs} {scenario.name:15} {target.name:10} "
+        f"{sample['rps']:>9,.0f} req/s  p99 {sample['p99_ms']:7.2f} ms  "
+        f"{sample['cpu_us_per_req'] or 0:7.0f} µs/req  "
+        f"other {sample['other_cpu_cores']:.2f} cores"
+        f"{'' if sample['statuses_ok'] else '  UNEXPECTED STATUS'}",
         flush=True,
     )
 
-    issuer_proc = start_issuer(args.issuer_port, issuer, material)
-    samples: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    fingerprints: list[str] = []
-    prechecks: dict[str, dict[str, int]] = {}
-    logdir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+
+def measure_scenarios(bench: Bench, run: int, targets: list[Target], collected: Collected) -> None:
+    """Measure every scenario on every target, rotating which target goes first."""
+    dead: set[str] = set()
+    for index, scenario in enumerate(bench.args.scenarios):
+        shift = (run + index) % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            if target.name in dead:
+                continue
+            try:
+                sample = measure(
+                    bench.args, target, targets, scenario, bench.material, bench.issuer, [bench.issuer_pid]
+                )
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+                # One failing target must not cost the whole run: record it, keep its log.
+                if not record_failure(bench, run, target, scenario, err, collected):
+                    dead.add(target.name)
+                continue
+            record_sample(bench, run, target, scenario, sample, collected)
+
+
+def retire(bench: Bench, run: int, target: Target, collected: Collected) -> None:
+    """Stop a target after a run and keep (or drop) its log and metrics directory."""
+    stop(target)
+    collected.log_sizes.setdefault(target.name, []).append(target.log_path.stat().st_size)
+    if bench.args.keep_logs:
+        kept = bench.outdir / "logs" / f"{target.name}-run{run + 1}.log"
+        kept.parent.mkdir(exist_ok=True)
+        shutil.move(target.log_path, kept)
+    else:
+        target.log_path.unlink()
+    if target.name == "ours":
+        shutil.rmtree(target.env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def run_all(bench: Bench, collected: Collected) -> None:
+    """Start the targets fresh for every run, measure, and always stop them."""
     targets: list[Target] = []
-    log_sizes: dict[str, list[int]] = {}
     try:
-        for run in range(args.runs):
-            targets = build_targets(args, issuer, logdir)
-            fingerprints.append(code_fingerprint())
+        for run in range(bench.args.runs):
+            targets = build_targets(bench.args, bench.issuer, bench.logdir)
+            collected.fingerprints.append(code_fingerprint())
             for target in targets:
                 start(target)
             for target in targets:
-                wait_ready(target, args.workers)
-                statuses = precheck(target, material)
-                if run == 0:
-                    prechecks[target.name] = statuses
-                # Warm-up: load the JWKS in every worker and let the interpreters settle.
-                for name in ("public", "private_hot"):
-                    run_wrk(args, target, SCENARIO_BY_NAME[name], material, args.warmup)
-            dead: set[str] = set()
-            for index, scenario in enumerate(args.scenarios):
-                shift = (run + index) % len(targets)
-                for target in targets[shift:] + targets[:shift]:
-                    if target.name in dead:
-                        continue
-                    try:
-                        sample = measure(args, target, targets, scenario, material, issuer, [issuer_proc.pid])
-                    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
-                        # One failing target must not cost the whole run: record it, keep its log.
-                        alive = target.proc is not None and target.proc.poll() is None
-                        failures.append(
-                            {
-                                "run": run,
-                                "target": target.name,
-                                "scenario": scenario.name,
-                                "error": str(err).strip()[-500:],
-                                "target_alive": alive,
-                            }
-                        )
-                        keep_log_tail(target, outdir, f"run{run + 1}-{scenario.name}-failed")
-                        print(
-                            f"[bench] run {run + 1}/{args.runs} {scenario.name:15} {target.name:10} "
-                            f"FAILED: {str(err).strip()[-200:]}",
-                            flush=True,
-                        )
-                        if not alive:
-                            dead.add(target.name)
-                        continue
-                    sample["run"] = run
-                    samples.append(sample)
-                    if not sample["statuses_ok"]:
-                        keep_log_tail(target, outdir, f"run{run + 1}-{scenario.name}-unexpected")
-                    print(
-                        f"[bench] run {run + 1}/{args.runs} {scenario.name:15} {target.name:10} "
-                        f"{sample['rps']:>9,.0f} req/s  p99 {sample['p99_ms']:7.2f} ms  "
-                        f"{sample['cpu_us_per_req'] or 0:7.0f} µs/req  "
-                        f"other {sample['other_cpu_cores']:.2f} cores"
-                        f"{'' if sample['statuses_ok'] else '  UNEXPECTED STATUS'}",
-                        flush=True,
-                    )
+                warm_up(bench, target, run, collected)
+            measure_scenarios(bench, run, targets, collected)
             for target in targets:
-                stop(target)
-                log_sizes.setdefault(target.name, []).append(target.log_path.stat().st_size)
-                if args.keep_logs:
-                    kept = outdir / "logs" / f"{target.name}-run{run + 1}.log"
-                    kept.parent.mkdir(exist_ok=True)
-                    shutil.move(target.log_path, kept)
-                else:
-                    target.log_path.unlink()
-                if target.name == "ours":
-                    shutil.rmtree(target.env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+                retire(bench, run, target, collected)
     finally:
         for target in targets:
             stop(target)
-        issuer_proc.terminate()
-        issuer_proc.wait(timeout=10)
-        shutil.rmtree(logdir, ignore_errors=True)
 
+
+def build_report(
+    bench: Bench, argv: list[str] | None, started: str, collected: Collected
+) -> dict[str, Any]:
+    """Assemble the JSON report: configuration, machine, load, results and every sample."""
+    args, material, samples = bench.args, bench.material, collected.samples
+    notes = list(collected.notes)
     if any(s["tokens_wrapped"] for s in samples):
         notes.append(
             f"some runs sent more requests than the {material.count} distinct tokens of a "
             "list (tokens reused): raise --tokens for truly cold numbers."
         )
-    if "ours" in args.targets and len(set(fingerprints)) > 1:
+    if "ours" in args.targets and len(set(collected.fingerprints)) > 1:
         notes.append(
             "ours' code (service/, gunicorn.conf.py) changed between runs: "
-            + ", ".join(fingerprints)
+            + ", ".join(collected.fingerprints)
             + "; the runs measured different versions."
         )
     others = [s["other_cpu_cores"] for s in samples]
-    report = {
+    return {
         "started": started,
         "command": "bench/run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {
@@ -841,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
             "ours_env": args.ours_env,
         },
         "machine": machine_info(),
-        "ours_code_per_run": fingerprints,
+        "ours_code_per_run": collected.fingerprints,
         "load": {
             "other_cpu_cores_median": median(others),
             "other_cpu_cores_max": max(others) if others else None,
@@ -849,21 +929,58 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_min": min((s["loadavg_before"] for s in samples), default=None),
             "loadavg_max": max((s["loadavg_after"] for s in samples), default=None),
         },
-        "prechecks": prechecks,
-        "log_bytes_total": log_sizes,
+        "prechecks": collected.prechecks,
+        "log_bytes_total": collected.log_sizes,
         "notes": notes,
         "results": aggregate(samples, args.runs),
-        "failures": failures,
+        "failures": collected.failures,
         "samples": samples,
     }
+
+
+def write_report(report: dict[str, Any], outdir: Path, out: Path) -> None:
+    """Write results.{json,md}, copy them to latest.*, and print the markdown."""
     text = markdown(report)
     (outdir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (outdir / "results.md").write_text(text)
-    shutil.copyfile(outdir / "results.json", args.out / "latest.json")
-    shutil.copyfile(outdir / "results.md", args.out / "latest.md")
+    shutil.copyfile(outdir / "results.json", out / "latest.json")
+    shutil.copyfile(outdir / "results.md", out / "latest.md")
     print()
     print(text)
-    print(f"[bench] wrote {outdir}/results.md and results.json (also {args.out}/latest.*)")
+    print(f"[bench] wrote {outdir}/results.md and results.json (also {out}/latest.*)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write bench/results/<stamp>/results.{json,md}."""
+    args = parse_args(argv)
+    collected = Collected()
+    problem = preflight(args, collected.notes)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+
+    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    outdir = args.out / started
+    outdir.mkdir(parents=True, exist_ok=True)
+    issuer = f"http://127.0.0.1:{args.issuer_port}/"
+    t0 = time.monotonic()
+    material = prepare(args.out / "cache", issuer, args.tokens)
+    print(
+        f"[bench] material ready ({material.count} tokens per list) in {time.monotonic() - t0:.1f}s",
+        flush=True,
+    )
+
+    issuer_proc = start_issuer(args.issuer_port, issuer, material)
+    logdir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    bench = Bench(args, material, issuer, issuer_proc.pid, outdir, logdir)
+    try:
+        run_all(bench, collected)
+    finally:
+        issuer_proc.terminate()
+        issuer_proc.wait(timeout=10)
+        shutil.rmtree(logdir, ignore_errors=True)
+
+    write_report(build_report(bench, argv, started, collected), outdir, args.out)
     return 0
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.appkit import client_for
+from tests.appkit import app_for
 from tests.issuer import LocalIssuer
 
 SPA = "https://spa.example"
 
 
 @pytest.fixture(scope="module")
-def client(module_issuer: LocalIssuer):
-    """One app allowing the SPA's origin."""
-    return client_for(module_issuer, CORS_ALLOWED_ORIGINS=SPA)
+def app(module_issuer: LocalIssuer):
+    """One app allowing the SPA's origin (the shared ``client`` fixture talks to it)."""
+    return app_for(module_issuer, CORS_ALLOWED_ORIGINS=SPA)
 
 
 def _cors_headers(response) -> dict[str, str]:

@@ -8,17 +8,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests import tokens
 from tests.appkit import bearer
-from tests.appkit import client_for
-from tests.issuer import LocalIssuer
-
-
-@pytest.fixture(scope="module")
-def client(module_issuer: LocalIssuer):
-    return client_for(module_issuer)
 
 
 def _get(client, token: str) -> int:
