@@ -6,6 +6,7 @@ the README's settings table is generated from the same facts.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
         "clock skew tolerated on exp/nbf/iat; express-oauth2-jwt-bearer's clockTolerance.",
     ),
     "AUTH0_HTTP_TIMEOUT": ("5", "connect and read timeout for discovery/JWKS fetches (jose's 5 s)."),
+    "AUTH0_ALLOW_INSECURE_ISSUER": (
+        "0",
+        "plain-http issuers and JWKS URIs are refused (keys fetched over http can be swapped on "
+        "the way); loopback and the dev issuer's service name `issuer` are exempt; 1 allows any.",
+    ),
     "AUTH0_JWKS_MAX_BYTES": ("262144", "a JWKS larger than 256 KiB is a failed fetch, not a parse."),
     "AUTH0_MAX_TOKEN_BYTES": (
         "16384",
@@ -154,7 +160,8 @@ class Settings:
         env = os.environ if env is None else env
         reader = _Reader(env)
         audience = reader.required("AUTH0_AUDIENCE")
-        issuers = _issuers(env)
+        allow_insecure = reader.flag("AUTH0_ALLOW_INSECURE_ISSUER")
+        issuers = _issuers(env, allow_insecure=allow_insecure)
         algorithms = tuple(a.strip() for a in reader.get("AUTH0_ALGORITHMS").split(",") if a.strip())
         unknown = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
         if unknown or not algorithms:
@@ -165,7 +172,7 @@ class Settings:
         log = log_settings(env)
         jwks_uri = env.get("AUTH0_JWKS_URI", "").strip() or None
         if jwks_uri is not None:
-            _check_url("AUTH0_JWKS_URI", jwks_uri)
+            check_issuer_url("AUTH0_JWKS_URI", jwks_uri, allow_insecure=allow_insecure)
             if len(issuers) > 1:
                 raise ConfigError(
                     "AUTH0_JWKS_URI: only for a single issuer; with several issuers each one's "
@@ -262,6 +269,13 @@ class _Reader:
             raise ConfigError(f"{name}: must be at most 128 printable characters")
         return value
 
+    def flag(self, name: str) -> bool:
+        """Return a 0/1 switch."""
+        raw = self.get(name)
+        if raw not in ("0", "1"):
+            raise ConfigError(f"{name}: {raw!r} must be 0 or 1")
+        return raw == "1"
+
     def number(self, name: str, *, minimum: float, maximum: float | None = None) -> float:
         """Return a numeric variable within bounds."""
         raw = self.get(name)
@@ -275,7 +289,7 @@ class _Reader:
         return value
 
 
-def _issuers(env: Mapping[str, str]) -> tuple[str, ...]:
+def _issuers(env: Mapping[str, str], *, allow_insecure: bool) -> tuple[str, ...]:
     """The exact issuer strings tokens may carry: AUTH0_ISSUER, else AUTH0_DOMAIN, comma-separated.
 
     Several entries are several custom domains of one tenant (or several tenants), each trusted
@@ -284,7 +298,7 @@ def _issuers(env: Mapping[str, str]) -> tuple[str, ...]:
     explicit = _entries(env, "AUTH0_ISSUER")
     if explicit:
         for issuer in explicit:
-            _check_url("AUTH0_ISSUER", issuer)
+            check_issuer_url("AUTH0_ISSUER", issuer, allow_insecure=allow_insecure)
         return explicit
     domains = _entries(env, "AUTH0_DOMAIN")
     if not domains:
@@ -304,6 +318,34 @@ def _domain_issuer(domain: str) -> str:
         raise ConfigError(f"AUTH0_DOMAIN: {domain!r} is not a bare host name like tenant.auth0.com")
     # Auth0's issuer is the tenant URL with a trailing slash, compared exactly (RFC 9068 §4).
     return f"https://{domain}/"
+
+
+#: Host names a plain-http issuer may have without AUTH0_ALLOW_INSECURE_ISSUER=1: this machine
+#: (RFC 6761 §6.3) and ``issuer``, the development issuer's service name in docker-compose.yml and
+#: in the Kubernetes dev overlay (http://issuer:3011/). Loopback addresses are exempt too.
+_PLAIN_HTTP_HOSTS = frozenset({"localhost", "issuer"})
+
+
+def check_issuer_url(name: str, value: str, *, allow_insecure: bool) -> None:
+    """Refuse an issuer (or JWKS) URL that is malformed, or plain http where that is not safe.
+
+    Over plain http anyone on the path can hand the service their own keys (RFC 8414 §3 and
+    OIDC Discovery §4 require TLS); only this machine and the dev issuer are trusted without it.
+    """
+    _check_url(name, value)
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    if parts.scheme == "https" or allow_insecure or host in _PLAIN_HTTP_HOSTS:
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"{name}: {value!r} is plain http; use https "
+        "(or AUTH0_ALLOW_INSECURE_ISSUER=1 for a development issuer)"
+    )
 
 
 def _check_url(name: str, value: str) -> None:
