@@ -179,22 +179,47 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
+_REFERENCE = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-+])(?P<arg>.*))?", re.S)
+
+
+def _closing_brace(value: str, start: int) -> int:
+    """Index of the ``}`` closing the ``${`` that opens at ``start`` (nested ones skipped)."""
+    depth, i = 0, start
+    while i < len(value):
+        if value.startswith("${", i):
+            depth, i = depth + 1, i + 2
+            continue
+        if value[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise AssertionError(f"unclosed ${{ in {value!r}")
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's ``${VAR}``, ``${VAR-default}`` and ``${VAR:-default}`` (the forms the file uses)."""
-    assert "$" not in _VAR.sub("", value), f"unsupported interpolation in {value!r}"
-
-    def sub(m: re.Match[str]) -> str:
-        name, op, default = m["name"], m["op"], m["default"] or ""
-        if op == ":-":
-            return env.get(name) or default
-        if op == "-":
-            return env[name] if name in env else default
-        return env.get(name, "")
-
-    return _VAR.sub(sub, value)
+    """Compose's ``${VAR}``, ``${VAR-x}``, ``${VAR:-x}``, ``${VAR+x}``, ``${VAR:+x}``, nested."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if not value.startswith("${", i):
+            assert value[i] != "$", f"unsupported interpolation in {value!r}"
+            out.append(value[i])
+            i += 1
+            continue
+        end = _closing_brace(value, i)
+        m = _REFERENCE.fullmatch(value[i + 2 : end])
+        assert m, f"unsupported interpolation in {value!r}"
+        name, op, arg = m["name"], m["op"], m["arg"] or ""
+        present = name in env if op in ("-", "+") else bool(env.get(name))
+        if op in ("-", ":-"):
+            out.append(env[name] if present else interpolate(arg, env))
+        elif op in ("+", ":+"):
+            out.append(interpolate(arg, env) if present else "")
+        else:
+            out.append(env.get(name, ""))
+        i = end + 1
+    return "".join(out)
 
 
 def compose_env(service: str, dotenv: dict[str, str]) -> dict[str, str]:
@@ -386,16 +411,14 @@ def test_compose_defaults_use_the_dev_issuer() -> None:
     assert settings.audience == issuer_env["DEV_ISSUER_AUDIENCE"] == "https://api.dev.local"
 
 
-def test_compose_env_file_switches_to_the_tenant() -> None:
-    """A .env with AUTH0_DOMAIN, AUTH0_AUDIENCE and an empty AUTH0_ISSUER uses the real tenant."""
-    dotenv = {
-        "AUTH0_DOMAIN": "tenant.eu.auth0.com",
-        "AUTH0_AUDIENCE": "https://api.example.com",
-        "AUTH0_ISSUER": "",
-    }
-    settings = Settings.from_env(compose_env("api", dotenv))
+@pytest.mark.parametrize("issuer_line", [{}, {"AUTH0_ISSUER": ""}], ids=["issuer_unset", "issuer_empty"])
+def test_compose_env_file_switches_to_the_tenant(issuer_line: dict[str, str]) -> None:
+    """A .env with AUTH0_DOMAIN and AUTH0_AUDIENCE uses the real tenant, never the dev issuer."""
+    dotenv = {"AUTH0_DOMAIN": "tenant.eu.auth0.com", "AUTH0_AUDIENCE": "https://api.example.com"}
+    settings = Settings.from_env(compose_env("api", {**dotenv, **issuer_line}))
     assert settings.issuer == "https://tenant.eu.auth0.com/"
     assert settings.audience == "https://api.example.com"
+    assert compose_env("issuer", dotenv)["DEV_ISSUER_AUDIENCE"] != "https://api.example.com"
 
 
 def test_env_example_documents_the_tenant_switch() -> None:
