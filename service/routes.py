@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from typing import Any
@@ -67,23 +68,36 @@ def readyz():
 
 
 def _load_missing(caches: tuple[JWKSCache, ...]) -> None:
-    """Start loading every issuer without keys, in parallel; wait only if none has any.
+    """Load every issuer that has no keys, in parallel; wait only until one issuer has keys.
 
-    Waiting on an unreachable issuer while another can already verify tokens would make
-    one issuer's outage fail the whole instance's readiness.
+    Waiting on an unreachable issuer while another can already verify tokens would make one
+    issuer's outage fail the whole instance's readiness.
     """
     missing = [cache for cache in caches if cache.keyset is None]
     if not missing:
         return
-    loaders = [
-        threading.Thread(target=cache.ensure_loaded, name="jwks-readyz", daemon=True)
-        for cache in missing
-    ]
-    for loader in loaders:
-        loader.start()
-    if len(missing) == len(caches):
-        for loader in loaders:
-            loader.join()  # each bounded by the fetch timeouts (AUTH0_HTTP_TIMEOUT)
+    if len(caches) == 1:
+        caches[0].ensure_loaded()
+        return
+    loaded: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    for cache in missing:
+        threading.Thread(
+            target=_load_into, args=(cache, loaded), name="jwks-readyz", daemon=True
+        ).start()
+    if len(missing) < len(caches):
+        return  # an issuer already has keys: answer now, the others load meanwhile
+    for _ in missing:
+        if loaded.get():  # every loader answers within the fetch timeouts (AUTH0_HTTP_TIMEOUT)
+            return
+
+
+def _load_into(cache: JWKSCache, loaded: queue.SimpleQueue[bool]) -> None:
+    """Load one issuer's keys and report whether it holds some."""
+    ok = False
+    try:
+        ok = cache.ensure_loaded()
+    finally:
+        loaded.put(ok)
 
 
 def _issuer_state(cache: JWKSCache) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -215,3 +217,23 @@ def test_dev_issuer_extra_paths_name_more_issuers(raw, paths) -> None:
 def test_dev_issuer_refuses_extra_paths_that_are_not_plain_segments(raw) -> None:
     with pytest.raises(IssuerConfigError, match="DEV_ISSUER_EXTRA_PATHS"):
         IssuerSettings.from_env({"DEV_ISSUER_EXTRA_PATHS": raw})
+
+
+def test_readyz_does_not_wait_for_an_issuer_that_never_answers(issuer: LocalIssuer) -> None:
+    # A listening socket nobody accepts from: connections open, requests hang until the timeout.
+    with socket.create_server(("127.0.0.1", 0)) as blackhole:
+        silent = f"http://127.0.0.1:{blackhole.getsockname()[1]}/"
+        env = {
+            "AUTH0_ISSUER": f"{silent},{issuer.url}", "AUTH0_AUDIENCE": issuer.audience,
+            "AUTH0_HTTP_TIMEOUT": "5",
+        }
+        client = create_app(Settings.from_env(env)).test_client()
+        started = time.monotonic()
+        response = client.get("/readyz")
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200
+        # The silent issuer cannot fail before its 5 s timeout: answering sooner means not waiting.
+        assert elapsed < 4, elapsed
+        states = {s["issuer"]: s["status"] for s in response.get_json()["issuers"]}
+        assert states == {silent: "unavailable", issuer.url: "ready"}
+        assert client.get("/api/private", headers=bearer(issuer.mint())).status_code == 200
