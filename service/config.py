@@ -10,6 +10,8 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -27,6 +29,11 @@ def key_type_for(alg: str) -> str:
     """The JWK ``kty`` that can verify a JWS algorithm."""
     return _KEY_TYPES[alg[:2]]
 
+
+#: DPoP proof algorithms this service can verify (RFC 9449 §4.2: asymmetric only).
+SUPPORTED_DPOP_ALGORITHMS: Final = frozenset({"ES256", "RS256", "PS256", "EdDSA"})
+#: AUTH0_DPOP modes: accept both schemes, DPoP only, or Bearer only (no DPoP support at all).
+DPOP_MODES: Final = ("allowed", "required", "disabled")
 
 #: The permission that `/api/private-scoped` requires.
 REQUIRED_PERMISSION: Final = "read:messages"
@@ -64,6 +71,34 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
     "AUTH0_TOKEN_CACHE_SIZE": (
         "10000",
         "verified-token cache entries per worker (~1.6 KiB each); 0 turns the cache off.",
+    ),
+    "AUTH0_DPOP": (
+        "allowed",
+        "accept Bearer and DPoP (RFC 9449) tokens, as Auth0's SDKs do by default.",
+    ),
+    "AUTH0_DPOP_ALGORITHMS": (
+        "ES256",
+        "the proof algorithm Auth0's SDKs use; RS256, PS256 and EdDSA can be added.",
+    ),
+    "AUTH0_DPOP_IAT_OFFSET": (
+        "300",
+        "seconds a proof's iat may lie in the past (auth0-api-python); also how long jti is kept.",
+    ),
+    "AUTH0_DPOP_IAT_LEEWAY": (
+        "30",
+        "seconds a proof's iat may lie in the future: client clock skew (auth0-api-python).",
+    ),
+    "AUTH0_DPOP_NONCE": (
+        "0",
+        "server nonces (RFC 9449 §9) cost clients a round trip, so they are opt-in.",
+    ),
+    "AUTH0_DPOP_NONCE_STEP": (
+        "60",
+        "seconds per nonce; a nonce is accepted for its step and the next (60-120 s).",
+    ),
+    "AUTH0_DPOP_REPLAY_CAPACITY": (
+        "131072",
+        "proof ids remembered per pod (16 B each, 2 MiB): ~430 unique proofs/s over a 300 s window.",
     ),
     "CORS_ALLOWED_ORIGINS": (
         "*",
@@ -151,6 +186,18 @@ class Settings:
     metrics_port: int
     version: str
     revision: str
+    dpop: str
+    dpop_algorithms: tuple[str, ...]
+    dpop_iat_offset: int
+    dpop_iat_leeway: int
+    dpop_nonce: bool
+    dpop_nonce_secret: str | None = field(repr=False)
+    dpop_nonce_step: int
+    dpop_replay_capacity: int
+    #: The external origin (and path prefix) clients use: DPoP htu and RFC 9728 metadata.
+    public_url: str | None
+    resource_name: str | None
+    resource_documentation: str | None
     #: Every trusted issuer, exactly as tokens must carry it in ``iss`` (``issuer`` first).
     issuers: tuple[str, ...] = ()
 
@@ -198,7 +245,55 @@ class Settings:
             metrics_port=metrics_port(env),
             version=reader.label("SERVICE_VERSION"),
             revision=reader.label("SERVICE_REVISION"),
+            **_dpop_settings(env, reader),
         )
+
+
+def _dpop_settings(env: Mapping[str, str], reader: _Reader) -> dict[str, Any]:
+    """The DPoP (RFC 9449) and protected-resource metadata (RFC 9728) settings."""
+    mode = reader.get("AUTH0_DPOP").lower()
+    if mode not in DPOP_MODES:
+        raise ConfigError(f"AUTH0_DPOP: {mode!r} must be one of {', '.join(DPOP_MODES)}")
+    algorithms = tuple(
+        a.strip() for a in reader.get("AUTH0_DPOP_ALGORITHMS").split(",") if a.strip()
+    )
+    unknown = [a for a in algorithms if a not in SUPPORTED_DPOP_ALGORITHMS]
+    if unknown or not algorithms:
+        raise ConfigError(
+            f"AUTH0_DPOP_ALGORITHMS: {','.join(unknown) or 'empty'} not allowed; "
+            f"choose from {','.join(sorted(SUPPORTED_DPOP_ALGORITHMS))}"
+        )
+    nonce = reader.get("AUTH0_DPOP_NONCE").lower()
+    if nonce not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"AUTH0_DPOP_NONCE: {nonce!r} must be 0 or 1")
+    public_url = env.get("PUBLIC_URL", "").strip().rstrip("/") or None
+    if public_url is not None:
+        parts = urlsplit(public_url)
+        _check_url("PUBLIC_URL", public_url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if parts.query or port == 0:
+            raise ConfigError(f"PUBLIC_URL: {public_url!r} must be scheme://host[:port][/prefix]")
+    documentation = env.get("RESOURCE_DOCUMENTATION", "").strip() or None
+    if documentation is not None:
+        _check_url("RESOURCE_DOCUMENTATION", documentation)
+    return {
+        "dpop": mode,
+        "dpop_algorithms": algorithms,
+        "dpop_iat_offset": int(reader.number("AUTH0_DPOP_IAT_OFFSET", minimum=1, maximum=3600)),
+        "dpop_iat_leeway": int(reader.number("AUTH0_DPOP_IAT_LEEWAY", minimum=0, maximum=300)),
+        "dpop_nonce": nonce in ("1", "true", "yes", "on"),
+        "dpop_nonce_secret": env.get("AUTH0_DPOP_NONCE_SECRET", "").strip() or None,
+        "dpop_nonce_step": int(reader.number("AUTH0_DPOP_NONCE_STEP", minimum=1, maximum=3600)),
+        "dpop_replay_capacity": int(
+            reader.number("AUTH0_DPOP_REPLAY_CAPACITY", minimum=1024, maximum=1 << 24)
+        ),
+        "public_url": public_url,
+        "resource_name": env.get("RESOURCE_NAME", "").strip() or None,
+        "resource_documentation": documentation,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 from authlib.oauth2 import OAuth2Error
@@ -15,6 +16,23 @@ from authlib.oauth2 import OAuth2Error
 REALM = "api"
 
 Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Challenges:
+    """Which schemes a 401 challenges (RFC 9449 §7.1, RFC 9728 §5.1), fixed per app."""
+
+    #: AUTH0_DPOP: "allowed" challenges Bearer and DPoP, "required" DPoP only, "disabled" Bearer.
+    dpop: str = "disabled"
+    dpop_algs: tuple[str, ...] = ()
+    #: RFC 9728 §5.1: where the protected-resource metadata lives (with PUBLIC_URL only).
+    resource_metadata: str | None = None
+
+
+#: Today's challenges: Bearer only, no metadata pointer.
+BEARER_ONLY = Challenges()
+#: The schemes each AUTH0_DPOP mode challenges, in order.
+_SCHEMES = {"disabled": ("bearer",), "allowed": ("bearer", "dpop"), "required": ("dpop",)}
 
 
 class AuthError(OAuth2Error):
@@ -28,6 +46,8 @@ class AuthError(OAuth2Error):
     scope: str | None = None
     #: Seconds for a Retry-After header (RFC 9110 §10.2.3), when the client should simply retry.
     retry_after: int | None = None
+    #: The scheme the client authenticated with ("bearer" or "dpop"), which carries ``error=``.
+    scheme: str = "bearer"
 
     def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
         # Deliberately not OAuth2Error.__init__: it re-validates the description character by
@@ -42,18 +62,42 @@ class AuthError(OAuth2Error):
         self.redirect_fragment = False
 
     def challenge(self) -> str | None:
-        """The WWW-Authenticate value, or None when no challenge applies."""
-        params = [f'realm="{REALM}"']
-        if self.error:
-            params.append(f'error="{self.error}"')
-            if self.scope:
-                params.append(f'scope="{self.scope}"')
-            params.append(f'error_description="{self.get_error_description()}"')
-        return "Bearer " + ", ".join(params)
+        """The Bearer WWW-Authenticate value, or None when no challenge applies."""
+        return "Bearer " + ", ".join([f'realm="{REALM}"', *self._error_params("bearer")])
 
-    def response_parts(self) -> tuple[int, bytes, Headers]:
+    def challenges(self, config: Challenges) -> list[str]:
+        """Every WWW-Authenticate value of this refusal under ``config`` (RFC 9449 §7.1)."""
+        bearer = self.challenge()
+        if bearer is None:
+            return []
+        metadata = (
+            [f'resource_metadata="{config.resource_metadata}"'] if config.resource_metadata else []
+        )
+        schemes = _SCHEMES[config.dpop]
+        if self.status_code != 401 and self.scheme in schemes:
+            schemes = (self.scheme,)  # 400/403 answer on the scheme the client used
+        values = []
+        for scheme in schemes:
+            if scheme == "bearer":
+                values.append(", ".join([bearer, *metadata]))
+            else:
+                algs = f'algs="{" ".join(config.dpop_algs)}"'
+                values.append("DPoP " + ", ".join([*self._error_params("dpop"), algs, *metadata]))
+        return values
+
+    def _error_params(self, scheme: str) -> list[str]:
+        """The error parameters, on the scheme the client used only."""
+        if not self.error or scheme != self.scheme:
+            return []
+        params = [f'error="{self.error}"']
+        if self.scope:
+            params.append(f'scope="{self.scope}"')
+        params.append(f'error_description="{self.get_error_description()}"')
+        return params
+
+    def response_parts(self, config: Challenges = BEARER_ONLY) -> tuple[int, bytes, Headers]:
         """Status, JSON body and headers, rendered once per distinct error."""
-        return _render(type(self), self.get_error_description(), self.scope)
+        return _render(type(self), self.get_error_description(), self.scope, self.scheme, config)
 
     def get_body(self) -> list[tuple[str, str]]:
         """The JSON members of the error body."""
@@ -120,6 +164,28 @@ def _scope_texts(scopes: tuple[str, ...]) -> tuple[str | None, str | None]:
     return f"The access token lacks the '{first}' permission.", first
 
 
+class InvalidDPoPProofError(AuthError):
+    """A DPoP proof failed one of the RFC 9449 §4.3 checks (RFC 9449 §7.1, status 401)."""
+
+    error = "invalid_dpop_proof"
+    scheme = "dpop"
+    reason = "dpop_proof"
+    description = "The DPoP proof is invalid."
+
+
+class UseDPoPNonceError(AuthError):
+    """The proof lacks the current server nonce (RFC 9449 §9); the response carries one."""
+
+    error = "use_dpop_nonce"
+    scheme = "dpop"
+    reason = "dpop_nonce"
+    description = "The DPoP proof must carry the server nonce sent in the DPoP-Nonce header."
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__()
+        self.nonce = nonce
+
+
 class KeysUnavailableError(AuthError):
     """No usable signing keys: the issuer is unreachable and nothing is cached.
 
@@ -139,14 +205,17 @@ class KeysUnavailableError(AuthError):
 
 
 @lru_cache(maxsize=256)
-def _render(cls: type[AuthError], description: str, scope: str | None) -> tuple[int, bytes, Headers]:
+def _render(
+    cls: type[AuthError], description: str, scope: str | None, scheme: str, config: Challenges
+) -> tuple[int, bytes, Headers]:
     """Render an error class, description and scope into response parts (cached: rejections are hot)."""
-    error = cls(description)
+    error = AuthError.__new__(cls)
+    AuthError.__init__(error, description)
     error.scope = scope
+    error.scheme = scheme
     body = json.dumps(dict(error.get_body()))
     headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
-    challenge = error.challenge()
-    if challenge:
+    for challenge in error.challenges(config):
         headers.append(("WWW-Authenticate", challenge))
     if cls.retry_after is not None:
         headers.append(("Retry-After", str(cls.retry_after)))

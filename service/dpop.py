@@ -1,0 +1,237 @@
+"""DPoP proof verification at a resource server: the checks of RFC 9449 §4.3 and §7.1.
+
+A proof is a JWS the client signs per request with the private key its access token is bound
+to. Cheap checks come first (shape, header, claims, binding), the signature next, and only a
+fully verified proof is recorded against replay, so junk never fills the replay store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from joserfc.jwk import JWKRegistry
+from joserfc.jws import JWSRegistry
+
+from .config import Settings
+from .errors import AuthError
+from .errors import InvalidDPoPProofError
+from .errors import UseDPoPNonceError
+from .nonce import NonceIssuer
+from .nonce import secret_bytes
+from .replay import ReplayStore
+from .tokens import _b64decode
+from .urls import normalize
+
+#: A proof is a few hundred bytes (ES256) to ~1.5 KiB (RSA-4096 jwk); more is not a proof.
+MAX_PROOF_BYTES = 8192
+#: jti values are random identifiers (RFC 9449 §4.2: 96 bits suffice); bound what is hashed.
+MAX_JTI_CHARS = 256
+#: RFC 9449 §4.2 / RFC 7515 §4.1.9: the proof's media type, compared case-insensitively.
+_TYP = "dpop+jwt"
+#: Which JWK key type and curves serve each allowed proof algorithm (RFC 7518 §3, RFC 8037 §3.1).
+_KEYS = {
+    "ES256": ("EC", frozenset({"P-256"})),
+    "RS256": ("RSA", None),
+    "PS256": ("RSA", None),
+    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
+}
+#: Private-key members of every JWK type (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2).
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+_MIN_RSA_BITS = 2048
+#: Distinct proof headers remembered checked: one per client key (bounded).
+_HEADER_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProofKey:
+    """A checked proof header: its algorithm, public key and RFC 7638 thumbprint."""
+
+    alg: str
+    key: Any
+    thumbprint: str
+
+
+def refuse(reason: str) -> InvalidDPoPProofError:
+    """An invalid_dpop_proof error with its metric reason (the description is fixed)."""
+    return InvalidDPoPProofError(reason=reason)
+
+
+def access_token_hash(access_token: str) -> str:
+    """RFC 9449 §4.2 ``ath``: base64url of the SHA-256 of the access token's ASCII octets."""
+    digest = hashlib.sha256(access_token.encode("ascii", "replace")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class ProofVerifier:
+    """Checks DPoP proofs for one app's settings, replay store and (optional) nonces."""
+
+    def __init__(
+        self,
+        algorithms: tuple[str, ...],
+        *,
+        iat_offset: int,
+        iat_leeway: int,
+        replay: ReplayStore,
+        nonces: NonceIssuer | None = None,
+    ) -> None:
+        self._algorithms = frozenset(algorithms)
+        self._offset = iat_offset
+        self._leeway = iat_leeway
+        self._replay = replay
+        self._nonces = nonces
+        self._headers: dict[str, ProofKey] = {}
+        self._headers_lock = threading.Lock()
+
+    def verify(
+        self, proof: str, *, method: str, url: str, access_token: str | None, jkt: str | None
+    ) -> str | None:
+        """Check ``proof`` for this request; return a fresh nonce to send, if one is due.
+
+        ``url`` is the request URI as the client addressed it; ``access_token`` and ``jkt``
+        (the token's ``cnf.jkt``) are None at a token endpoint, where no token exists yet.
+        """
+        key, claims = self.parse(proof)
+        self.check_claims(claims, method=method, url=url, access_token=access_token)
+        if jkt is not None and key.thumbprint != jkt:
+            raise refuse("dpop_jkt")
+        self.check_signature(proof, key)
+        fresh_nonce = self._check_nonce(claims)
+        # RFC 9449 §11.1: a jti is single-use for as long as its iat would be accepted.
+        if not self._replay.first_use(key.thumbprint, claims["jti"], claims["iat"] + self._offset):
+            raise refuse("dpop_replay")
+        return fresh_nonce
+
+    def parse(self, proof: str) -> tuple[ProofKey, dict[str, Any]]:
+        """Split the compact JWS and check its header; return the key and the claims."""
+        if len(proof) > MAX_PROOF_BYTES:
+            raise refuse("dpop_malformed")
+        parts = proof.split(".")
+        if len(parts) != 3 or not parts[2]:
+            raise refuse("dpop_malformed")
+        key = self._headers.get(parts[0])
+        if key is None:
+            key = self.check_header(_decode_object(parts[0]))
+            with self._headers_lock:
+                if len(self._headers) >= _HEADER_CACHE_SIZE:
+                    self._headers.clear()
+                self._headers[parts[0]] = key
+        return key, _decode_object(parts[1])
+
+    def check_header(self, header: dict[str, Any]) -> ProofKey:
+        """RFC 9449 §4.3 steps 4-7: typ, an allowed asymmetric alg, and a public ``jwk``."""
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() != _TYP:
+            raise refuse("dpop_typ")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise refuse("dpop_alg")
+        # RFC 7515 §4.1.11: no extension is understood here, so any 'crit' is refused.
+        if "crit" in header:
+            raise refuse("dpop_header")
+        return ProofKey(alg, *_public_key(header.get("jwk"), alg))
+
+    def check_claims(
+        self, claims: dict[str, Any], *, method: str, url: str, access_token: str | None
+    ) -> None:
+        """RFC 9449 §4.3 steps 8-12: jti, htm, htu, iat and (with a token) ath."""
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+            raise refuse("dpop_jti")
+        if claims.get("htm") != method:
+            raise refuse("dpop_htm")
+        htu = claims.get("htu")
+        # normalize() drops query and fragment, which RFC 9449 §4.3 step 9 says to ignore.
+        expected = normalize(url)
+        if not isinstance(htu, str) or expected is None or normalize(htu) != expected:
+            raise refuse("dpop_htu")
+        iat = claims.get("iat")
+        if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
+            raise refuse("dpop_iat")
+        now = time.time()
+        if not now - self._offset <= iat <= now + self._leeway:
+            raise refuse("dpop_iat")
+        if access_token is not None and claims.get("ath") != access_token_hash(access_token):
+            raise refuse("dpop_ath")
+
+    def check_signature(self, proof: str, key: ProofKey) -> None:
+        """RFC 9449 §4.3 step 6: the signature verifies with the ``jwk`` of the header."""
+        signing_input, _, signature_b64 = proof.rpartition(".")
+        try:
+            signature = _b64decode(signature_b64)
+            model = JWSRegistry.algorithms[key.alg]
+            valid = model.verify(signing_input.encode("ascii"), signature, key.key)
+        except (AuthError, ValueError, TypeError):
+            valid = False
+        if not valid:
+            raise refuse("dpop_signature")
+
+    def _check_nonce(self, claims: dict[str, Any]) -> str | None:
+        """RFC 9449 §9: with nonces on, the proof must carry a current one."""
+        if self._nonces is None:
+            return None
+        accepted, renew = self._nonces.check(claims.get("nonce"))
+        if not accepted:
+            raise UseDPoPNonceError(self._nonces.current())
+        return self._nonces.current() if renew else None
+
+
+def verifier_for(settings: Settings, replay: ReplayStore) -> ProofVerifier:
+    """The proof verifier of an app's settings (nonces only when AUTH0_DPOP_NONCE is on)."""
+    nonces = None
+    if settings.dpop_nonce:
+        # Without a configured secret (outside gunicorn) the nonces are this process's own.
+        secret = settings.dpop_nonce_secret or secrets.token_urlsafe(32)
+        nonces = NonceIssuer(secret_bytes(secret), settings.dpop_nonce_step)
+    return ProofVerifier(
+        settings.dpop_algorithms,
+        iat_offset=settings.dpop_iat_offset,
+        iat_leeway=settings.dpop_iat_leeway,
+        replay=replay,
+        nonces=nonces,
+    )
+
+
+def _public_key(jwk: Any, alg: str) -> tuple[Any, str]:
+    """Import the header's JWK as a public key fit for ``alg``; return it with its thumbprint."""
+    if not isinstance(jwk, dict):
+        raise refuse("dpop_jwk")
+    kty, curves = _KEYS[alg]
+    # RFC 9449 §4.3 step 7: the jwk must not contain a private key.
+    if jwk.get("kty") != kty or any(member in jwk for member in _PRIVATE_MEMBERS):
+        raise refuse("dpop_jwk")
+    if curves is not None and jwk.get("crv") not in curves:
+        raise refuse("dpop_jwk")
+    if kty == "RSA":
+        modulus = jwk.get("n")
+        # Checked before import: short keys only warn inside the library.
+        if not isinstance(modulus, str) or len(modulus) * 6 < _MIN_RSA_BITS - 6:
+            raise refuse("dpop_jwk")
+    try:
+        key = JWKRegistry.import_key({k: v for k, v in jwk.items() if isinstance(k, str)})
+        size = getattr(key.public_key, "key_size", _MIN_RSA_BITS) if kty == "RSA" else _MIN_RSA_BITS
+        if key.is_private or size < _MIN_RSA_BITS:
+            raise refuse("dpop_jwk")
+        return key, key.thumbprint()
+    except AuthError:
+        raise
+    except Exception:  # joserfc and cryptography raise many types for a bad point or member
+        raise refuse("dpop_jwk") from None
+
+
+def _decode_object(segment: str) -> dict[str, Any]:
+    """A base64url JSON object segment of the proof."""
+    try:
+        value = orjson.loads(_b64decode(segment))
+    except (AuthError, ValueError, RecursionError):
+        raise refuse("dpop_malformed") from None
+    if not isinstance(value, dict):
+        raise refuse("dpop_malformed")
+    return value

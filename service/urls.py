@@ -1,0 +1,70 @@
+"""HTTP URI comparison for DPoP's ``htu`` (RFC 9449 §4.3 step 9, RFC 3986 §6.2.2-6.2.3)."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+#: RFC 3986 §2.3: percent-encoded unreserved characters are equivalent to the characters.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+#: What may appear in a path as sent: RFC 3986 pchar plus '/' and '%' (checked separately).
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+@lru_cache(maxsize=1024)
+def normalize(url: str) -> str | None:
+    """Return the comparable form of an absolute http(s) URI without query and fragment.
+
+    Syntax- and scheme-based normalisation only (RFC 3986 §6.2.2, §6.2.3): case of scheme,
+    host and percent-encodings, default ports, unreserved percent-encodings, dot segments and
+    the empty path. None when the value is not an absolute http(s) URI. Memoised: a client
+    signs the same few URIs over and over.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a bad port or an unbalanced IPv6 bracket
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if scheme not in _DEFAULT_PORTS or not host or parts.username is not None:
+        return None
+    if parts.password is not None or any(c in host for c in "/\\ %@"):
+        return None
+    path = parts.path
+    if not _PATH_CHARS.fullmatch(path) or _BAD_PERCENT.search(path):
+        return None
+    host = f"[{host}]" if ":" in host else host
+    authority = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    return f"{scheme}://{authority}{_remove_dot_segments(_PERCENT.sub(_percent, path)) or '/'}"
+
+
+def _percent(match: re.Match[str]) -> str:
+    """Decode an unreserved octet; upper-case every other percent-encoding (RFC 3986 §6.2.2.1)."""
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 on an absolute path (segment form)."""
+    if "." not in path:
+        return path
+    output: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                output.append("")
+        elif segment == "..":
+            if len(output) > 1:
+                output.pop()
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/".join(output)
