@@ -8,16 +8,20 @@ from typing import Any
 from flask import Flask
 from flask import Request
 from flask import Response
+from flask import g
 from flask import jsonify
 from flask import request
 
 from dev_issuer.config import IssuerSettings
 from dev_issuer.control import CannedResponse
 from dev_issuer.control import IssuerControl
+from dev_issuer.dpop import ALGORITHMS as DPOP_ALGORITHMS
+from dev_issuer.dpop import TokenEndpointProofs
 from dev_issuer.keys import ALGORITHM
 from dev_issuer.keys import SigningKey
 from dev_issuer.oauth import AUTH_METHODS
 from dev_issuer.oauth import DevAuthorizationServer
+from service.errors import InvalidDPoPProofError
 
 _MAX_BODY = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -64,6 +68,7 @@ def create_app(
     app = Flask("dev_issuer")
     app.config["MAX_CONTENT_LENGTH"] = _MAX_BODY
     server = DevAuthorizationServer(app, settings, control)
+    proofs = TokenEndpointProofs()
 
     @app.before_request
     def record() -> None:
@@ -107,6 +112,12 @@ def create_app(
         except BadTokenRequest as exc:
             body = {"error": "invalid_request", "error_description": str(exc)}
             return jsonify(body), 400, _NO_STORE
+        try:
+            # RFC 9449 §5: a valid DPoP proof binds the token to its key (token_type DPoP).
+            g.dpop_jkt = proofs.thumbprint(request)
+        except InvalidDPoPProofError as exc:
+            body = {"error": exc.error, "error_description": exc.description}
+            return jsonify(body), 400, _NO_STORE
         return server.create_token_response(params)
 
     @app.errorhandler(413)
@@ -127,6 +138,7 @@ def discovery_document(settings: IssuerSettings) -> dict[str, Any]:
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "id_token_signing_alg_values_supported": [ALGORITHM],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         "response_types_supported": [],
         "subject_types_supported": ["public"],
         "scopes_supported": sorted({s for c in settings.clients for s in c.scopes}),

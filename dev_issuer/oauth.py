@@ -19,6 +19,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask
+from flask import g
 from flask import request as flask_request
 
 from dev_issuer.config import ClientConfig
@@ -216,6 +217,11 @@ class DevAuthorizationServer(AuthorizationServer):
             "gty": "client-credentials",
         }
         token: dict[str, Any] = {"token_type": "Bearer", "expires_in": ttl}
+        jkt = g.get("dpop_jkt")
+        if jkt is not None:
+            # RFC 9449 §6.1: the confirmation claim names the proof key's RFC 7638 thumbprint.
+            claims["cnf"] = {"jkt": jkt}
+            token["token_type"] = "DPoP"
         if scopes:
             claims["scope"] = " ".join(scopes)
             token["scope"] = claims["scope"]

@@ -1,0 +1,93 @@
+"""OAuth 2.0 Protected Resource Metadata (RFC 9728) at /.well-known/oauth-protected-resource."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Blueprint
+from flask import Flask
+from flask import Response
+from flask import current_app
+from flask import jsonify
+
+from .config import Settings
+from .urls import normalize
+
+#: RFC 9728 §3: the well-known path of the metadata document.
+PATH = "/.well-known/oauth-protected-resource"
+#: The document changes only with configuration or a deploy: an hour in client caches is fine.
+MAX_AGE = 3600
+#: Attribute that require_auth leaves on a view: the scope alternatives it asks for.
+SCOPES_ATTRIBUTE = "required_scopes"
+
+bp = Blueprint("resource_metadata", __name__)
+
+
+def resource_identifier(settings: Settings) -> str:
+    """RFC 9728 §2 ``resource``: the audience, spelled as PUBLIC_URL when that names it."""
+    public = settings.public_url
+    if public is not None and normalize(public) is not None and normalize(public) == normalize(
+        settings.audience
+    ):
+        return public
+    return settings.audience
+
+
+def metadata_url(settings: Settings) -> str | None:
+    """Where clients find the document (RFC 9728 §5.1), known only with PUBLIC_URL."""
+    return settings.public_url + PATH if settings.public_url else None
+
+
+def issuers(settings: Settings) -> list[str]:
+    """The authorization servers whose tokens this API accepts."""
+    configured = getattr(settings, "issuers", None) or (settings.issuer,)
+    return list(configured)
+
+
+def scopes_required(app: Flask) -> list[str]:
+    """Every scope that some ``require_auth`` of the app's URL map asks for, sorted."""
+    scopes: set[str] = set()
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        for alternative in getattr(view, SCOPES_ATTRIBUTE, None) or ():
+            scopes.update(part for part in alternative.split(" ") if part)
+    return sorted(scopes)
+
+
+def document(settings: Settings, scopes: Iterable[str]) -> dict[str, Any]:
+    """The metadata document (RFC 9728 §2) for the settings and the routes' scopes."""
+    doc: dict[str, Any] = {
+        "resource": resource_identifier(settings),
+        "authorization_servers": issuers(settings),
+        "scopes_supported": list(scopes),
+        "bearer_methods_supported": ["header"],
+    }
+    if settings.dpop != "disabled":
+        doc["dpop_signing_alg_values_supported"] = list(settings.dpop_algorithms)
+    doc["dpop_bound_access_tokens_required"] = settings.dpop == "required"
+    if settings.resource_name:
+        doc["resource_name"] = settings.resource_name
+    if settings.resource_documentation:
+        doc["resource_documentation"] = settings.resource_documentation
+    return doc
+
+
+@bp.get(PATH)
+def protected_resource_metadata() -> Response:
+    """Serve the document, built once per app (the URL map is complete by the first request)."""
+    cached = current_app.extensions.get("resource_metadata")
+    if cached is None:
+        settings: Settings = current_app.extensions["settings"]
+        cached = current_app.extensions["resource_metadata"] = document(
+            settings, scopes_required(current_app)
+        )
+    response = jsonify(cached)
+    response.headers["Cache-Control"] = f"public, max-age={MAX_AGE}"
+    return response
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Register the metadata route."""
+    app.extensions["settings"] = settings
+    app.register_blueprint(bp)
