@@ -83,9 +83,18 @@ logger_class = "service.logging.GunicornLogger"
 def on_starting(server):
     """Fail fast on bad settings, then start the metrics directory empty (master, pre-fork)."""
     try:
-        Settings.from_env()
+        settings = Settings.from_env()
     except ConfigError as error:
         _fail(error)
+    if settings.dpop != "disabled":
+        # Made here, before the fork, so that every worker maps the same DPoP replay table and
+        # derives the same server nonces (RFC 9449 §9, §11.1).
+        from service import nonce
+        from service import replay
+
+        replay.shared_store(settings.dpop_replay_capacity)
+        if settings.dpop_nonce:
+            nonce.ensure_secret()
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     # Files left by an earlier run (an emptyDir survives container restarts) would be summed in.
     shutil.rmtree(path, ignore_errors=True)

@@ -9,6 +9,7 @@ from . import cors
 from . import http
 from . import logging
 from . import metrics
+from . import resource_metadata
 from . import routes
 from .config import Settings
 
@@ -25,5 +26,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.init_app(app, settings)
     routes.init_app(app)
     cors.init_app(app, settings)
+    resource_metadata.init_app(app, settings)
     return app
 

@@ -36,20 +36,26 @@ from flask import current_app
 from flask import g
 from flask import request
 
+from . import dpop
 from . import metrics
+from . import replay
+from . import resource_metadata
 from .claims import ClaimCheck
 from .claims import ClaimsSpec
 from .claims import compile_claims
 from .config import Settings
 from .errors import AuthError
+from .errors import Challenges
 from .errors import InvalidRequestError
 from .errors import InvalidTokenError
 from .errors import MissingTokenError
+from .errors import UseDPoPNonceError
 from .jwks import FetchEvent
 from .logging import get_logger
 from .tokens import AccessToken
 from .tokens import verifier_for
 from .validator import Auth0BearerTokenValidator
+from .validator import DPoPTokenValidator
 
 __all__ = ["Protector", "current_token", "init_app", "require_auth"]
 
@@ -98,6 +104,8 @@ class Protector(ResourceProtector):
                     return refusal
                 return view(*args, **kwargs)
 
+            # Read by the RFC 9728 metadata document (scopes_supported).
+            setattr(decorated, resource_metadata.SCOPES_ATTRIBUTE, tuple(required or ()))
             return decorated
 
         return decorator
@@ -124,30 +132,54 @@ class Protector(ResourceProtector):
         return validator
 
     def parse_request_authorization(self, request: Any) -> tuple[Any, str]:
-        """Split ``Authorization: Bearer <token>``; refuse anything ambiguous (RFC 6750 §2.1)."""
+        """Split ``Authorization: Bearer|DPoP <token>``; refuse anything ambiguous.
+
+        RFC 6750 §2.1 for Bearer; RFC 9449 §7.1 for DPoP, which also needs exactly one ``DPoP``
+        proof header (the WSGI server joins repeated headers with commas, which no JWS contains).
+        """
+        mode = current_app.extensions["auth_dpop_mode"]
         auth = (request.headers.get("Authorization") or "").strip()
-        if not auth:
-            raise MissingTokenError()
         scheme, _, credentials = auth.replace("\t", " ").partition(" ")
-        if scheme.lower() != "bearer":
-            # Another scheme carries no bearer credentials: challenge as for a missing token.
-            raise MissingTokenError()
+        token_type = scheme.lower()
+        proof = request.environ.get("HTTP_DPOP") if mode != "disabled" else None
+        if proof is not None and token_type != "dpop":
+            raise _dpop(InvalidRequestError(_PROOF_WITHOUT_TOKEN, reason="dpop_without_token"))
+        if not auth:
+            raise MissingTokenError(_MISSING_DPOP if mode == "required" else None)
+        if token_type == "bearer" and mode == "required":
+            raise _dpop(InvalidTokenError(_DPOP_REQUIRED, reason="dpop_required"))
+        if token_type not in ("bearer", "dpop") or (token_type == "dpop" and mode == "disabled"):
+            # Another scheme carries no credentials we accept: challenge as for a missing token.
+            raise MissingTokenError(_MISSING_DPOP if mode == "required" else None)
         credentials = credentials.strip()
+        if token_type == "bearer":
+            if not credentials:
+                raise InvalidRequestError("The Authorization header has no token after 'Bearer'.")
+            if _SEPARATOR.search(credentials):
+                raise InvalidRequestError("The Authorization header must carry exactly one token.")
+            return self.get_token_validator("bearer"), credentials
         if not credentials:
-            raise InvalidRequestError("The Authorization header has no token after 'Bearer'.")
+            raise _dpop(InvalidRequestError("The Authorization header has no token after 'DPoP'."))
         if _SEPARATOR.search(credentials):
-            raise InvalidRequestError("The Authorization header must carry exactly one token.")
-        return self.get_token_validator("bearer"), credentials
+            raise _dpop(InvalidRequestError("The Authorization header must carry exactly one token."))
+        if proof is None or not proof.strip():
+            raise _dpop(InvalidRequestError(_TOKEN_WITHOUT_PROOF, reason="dpop_missing_proof"))
+        if "," in proof:
+            raise _dpop(InvalidRequestError(_SEVERAL_PROOFS, reason="dpop_multiple_proofs"))
+        return self.get_token_validator("dpop"), credentials
 
     def validate_request(self, scopes: Any, request: Any, **kwargs: Any) -> AccessToken:
         """Authlib's flow, keeping the verified token on a refusal for the decision log."""
         validator, token_string = self.parse_request_authorization(request)
-        validator.validate_request(request)
-        token = validator.authenticate_token(token_string)
+        token = None
         try:
+            validator.validate_request(request)
+            token = validator.authenticate_token(token_string)
             validator.validate_token(token, scopes, request, **kwargs)
         except AuthError as error:
             error.token = token  # type: ignore[attr-defined]
+            if validator.TOKEN_TYPE == "dpop":
+                error.scheme = "dpop"  # RFC 9449 §7.1: the error goes on the DPoP challenge
             raise
         return token
 
@@ -159,7 +191,7 @@ class Protector(ResourceProtector):
         # RFC 6750 §2.3 URI tokens leak into logs and caches; only the header is accepted.
         if environ.get("QUERY_STRING") and "access_token" in request.args:
             raise InvalidRequestError("Send the access token in the Authorization header only.")
-        token = self.validate_request(scopes, _BearerRequest(environ.get("HTTP_AUTHORIZATION")), **kwargs)
+        token = self.validate_request(scopes, _BearerRequest(environ), **kwargs)
         token_authenticated.send(self, token=token)
         g.authlib_server_oauth2_token = token
         return token
@@ -215,16 +247,35 @@ class _BearerRequest:
     Authorization header is all that RFC 6750 header authentication needs.
     """
 
-    __slots__ = ("headers",)
+    __slots__ = ("environ", "headers")
 
-    def __init__(self, authorization: str | None) -> None:
+    def __init__(self, environ: dict[str, Any]) -> None:
+        authorization = environ.get("HTTP_AUTHORIZATION")
         self.headers = {"Authorization": authorization} if authorization is not None else {}
+        #: DPoP reads its proof header, method and URI from here (RFC 9449 §4.3).
+        self.environ = environ
+
+
+def _dpop(error: AuthError) -> AuthError:
+    """Mark a refusal as answering a DPoP request: its error goes on the DPoP challenge."""
+    error.scheme = "dpop"
+    return error
+
+
+_PROOF_WITHOUT_TOKEN = "A DPoP proof must come with 'Authorization: DPoP <token>'."
+_TOKEN_WITHOUT_PROOF = "A DPoP token must come with one DPoP proof header."
+_SEVERAL_PROOFS = "Send exactly one DPoP proof header."
+_DPOP_REQUIRED = "This API accepts DPoP-bound tokens only: send 'Authorization: DPoP <token>'."
+_MISSING_DPOP = "An access token is required: send 'Authorization: DPoP <token>' and a DPoP proof."
 
 
 def error_response(error: AuthError) -> Response:
-    """Turn an auth error into its prepared response."""
-    status, body, headers = error.response_parts()
-    return Response(body, status=status, headers=list(headers))
+    """Turn an auth error into its prepared response, challenging as the app is configured."""
+    status, body, headers = error.response_parts(current_app.extensions["auth_challenges"])
+    response = Response(body, status=status, headers=list(headers))
+    if isinstance(error, UseDPoPNonceError):
+        response.headers["DPoP-Nonce"] = error.nonce  # RFC 9449 §9
+    return response
 
 
 def _record_decision(
@@ -232,15 +283,26 @@ def _record_decision(
 ) -> None:
     """Record one decision: a log line and the two metrics."""
     elapsed = time.perf_counter() - started
-    metrics.auth_decision(route, outcome, reason).inc()
+    scheme = _scheme()
+    metrics.auth_decision(route, outcome, reason, scheme).inc()
     metrics.auth_duration(route).observe(elapsed)
     if token is not None:
         log.info(
-            "auth_decision", outcome=outcome, reason=reason, route=route,
+            "auth_decision", outcome=outcome, reason=reason, route=route, scheme=scheme,
             sub=token.sub, client=token.client,
         )
     else:
-        log.info("auth_decision", outcome=outcome, reason=reason, route=route)
+        log.info("auth_decision", outcome=outcome, reason=reason, route=route, scheme=scheme)
+
+
+def _scheme() -> str:
+    """The request's authentication scheme as a bounded label: bearer, dpop or none."""
+    scheme = (request.environ.get("HTTP_AUTHORIZATION") or "").lstrip()[:7].lower()
+    if scheme.startswith("bearer"):
+        return "bearer"
+    if scheme.startswith("dpop"):
+        return "dpop"
+    return "none"
 
 
 #: The one way to protect a route (see the module docstring).
@@ -248,15 +310,36 @@ require_auth = Protector()
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Build this app's verifier (a JWKS cache per issuer) and bearer-token validator."""
+    """Build this app's verifier (a JWKS cache per issuer) and its Bearer and DPoP validators."""
     verifier = verifier_for(
         settings, on_fetch=_fetch_logged, on_cache_lookup=metrics.token_cache_lookup
     )
     for cache in verifier.caches:  # every issuer's series exists from the first scrape
         metrics.track_issuer(cache.issuer)
-    validator = Auth0BearerTokenValidator(verifier)
-    app.extensions["auth_validators"] = {validator.TOKEN_TYPE: validator}
+    dpop_on = settings.dpop != "disabled"
+    validators: dict[str, Auth0BearerTokenValidator] = {
+        "bearer": Auth0BearerTokenValidator(verifier, refuse_bound=dpop_on)
+    }
+    if dpop_on:
+        # The replay store is shared by every worker when the gunicorn master made it pre-fork.
+        store = replay.shared_store(settings.dpop_replay_capacity)
+        proofs = dpop.verifier_for(settings, store)
+        validators["dpop"] = DPoPTokenValidator(verifier, proofs, settings.public_url)
+        app.after_request(_send_nonce)
+    app.extensions["auth_validators"] = validators
     app.extensions["auth_verifier"] = verifier
+    app.extensions["auth_dpop_mode"] = settings.dpop
+    app.extensions["auth_challenges"] = Challenges(
+        settings.dpop, settings.dpop_algorithms, resource_metadata.metadata_url(settings)
+    )
+
+
+def _send_nonce(response: Response) -> Response:
+    """Hand the client the next DPoP nonce when its own is about to expire (RFC 9449 §9)."""
+    nonce = g.pop("dpop_nonce", None)
+    if nonce is not None:
+        response.headers["DPoP-Nonce"] = nonce
+    return response
 
 
 def _fetch_logged(event: FetchEvent) -> None:

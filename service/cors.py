@@ -8,6 +8,7 @@ from flask import request
 from flask_cors import cross_origin
 
 from .config import Settings
+from .resource_metadata import PATH as METADATA_PATH
 
 #: Where CORS applies; flask-cors would match the same paths with its resource pattern ``/api/*``.
 _API_PREFIX = "/api"
@@ -25,11 +26,14 @@ def init_app(app: Flask, settings: Settings) -> None:
     # https://fetch.spec.whatwg.org/#cors-preflight-fetch).
     add_cors_headers = cross_origin(
         origins=list(settings.cors_origins),
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=["WWW-Authenticate", "X-Request-ID", "Retry-After"],
+        # RFC 9449 §7: browsers send the proof in a DPoP header and read nonces from DPoP-Nonce.
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "DPoP"],
+        expose_headers=["WWW-Authenticate", "X-Request-ID", "Retry-After", "DPoP-Nonce"],
         max_age=600,
         automatic_options=False,
     )(_response)
+    # RFC 9728 metadata is public: browser-based OAuth clients read it from any origin.
+    add_metadata_cors = cross_origin(origins="*", max_age=600, automatic_options=False)(_response)
 
     @app.after_request
     def cors(response: Response) -> Response:
@@ -42,4 +46,6 @@ def init_app(app: Flask, settings: Settings) -> None:
             return response
         if request.path.startswith(_API_PREFIX):
             return add_cors_headers(response)
+        if request.path == METADATA_PATH:
+            return add_metadata_cors(response)
         return response

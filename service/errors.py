@@ -76,6 +76,10 @@ class AuthError(OAuth2Error):
         schemes = _SCHEMES[config.dpop]
         if self.status_code != 401 and self.scheme in schemes:
             schemes = (self.scheme,)  # 400/403 answer on the scheme the client used
+        elif self.scheme == "dpop":
+            # The challenge carrying the error comes first, so clients that read only the
+            # first WWW-Authenticate field still see it (RFC 9110 §11.6.1 allows any order).
+            schemes = schemes[::-1]
         values = []
         for scheme in schemes:
             if scheme == "bearer":

@@ -32,7 +32,7 @@ _FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 AUTH_DECISIONS = Counter(
     "auth_decisions_total",
     "Authorization decisions on protected routes.",
-    ["route", "outcome", "reason"],
+    ["route", "outcome", "reason", "scheme"],
 )
 AUTH_DURATION = Histogram(
     "auth_decision_duration_seconds",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -68,3 +71,25 @@ def _remove_dot_segments(path: str) -> str:
         else:
             output.append(segment)
     return "/".join(output)
+
+
+def request_uri(environ: Mapping[str, Any], public_url: str | None) -> str:
+    """The URI the client addressed, without query: what a DPoP proof's ``htu`` must match.
+
+    The path is the request target as sent (gunicorn's RAW_URI), so percent-encodings survive;
+    scheme, host and port come from ``public_url`` when set (a proxy or ingress in front), else
+    from what the WSGI server derived (Host, and X-Forwarded-Proto from trusted peers only).
+    """
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    if raw.startswith("/"):
+        path = raw.partition("?")[0].partition("#")[0]
+    elif raw:  # absolute-form request target (RFC 9112 §3.2.2)
+        path = urlsplit(raw).path or "/"
+    else:
+        path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
+    if public_url is not None:
+        return public_url + path
+    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    if any(c in host for c in "/\\@?# "):
+        host = ""  # no URI normalises without a host: the htu check refuses
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}{path}"

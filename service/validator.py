@@ -5,21 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2.rfc6750 import BearerTokenValidator
+from flask import g
 
 from .claims import ClaimCheck
+from .dpop import ProofVerifier
 from .errors import REALM
 from .errors import InsufficientScopeError
 from .tokens import AccessToken
 from .tokens import TokenVerifier
 from .tokens import deny
+from .urls import request_uri
 
 
 class Auth0BearerTokenValidator(BearerTokenValidator):
     """Authlib's bearer-token validator, backed by ``TokenVerifier``."""
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    def __init__(self, verifier: TokenVerifier, *, refuse_bound: bool = False) -> None:
         super().__init__(realm=REALM)
         self._verifier = verifier
+        #: RFC 9449 §7.2: with DPoP supported, a DPoP-bound token is not a bearer token.
+        self._refuse_bound = refuse_bound
 
     @property
     def verifier(self) -> TokenVerifier:
@@ -45,9 +50,53 @@ class Auth0BearerTokenValidator(BearerTokenValidator):
         """
         if token.is_expired():
             raise deny("expired", "The token has expired.")
+        if self._refuse_bound and bound_key(token) is not None:
+            raise deny("dpop_bound_as_bearer", "A DPoP-bound token must be sent with the DPoP scheme.")
         # A failed claim check means the token is not acceptable here at all: 401 invalid_token,
         # as express-oauth2-jwt-bearer answers claimEquals/claimCheck; only scopes are 403.
         if claims is not None and not claims(token.claims):
             raise deny("claim_check", "The access token does not meet this route's claim requirements.")
         if scopes and not any(token.permissions.issuperset(s.split()) for s in scopes):
             raise InsufficientScopeError.for_scopes(scopes)
+
+
+class DPoPTokenValidator(Auth0BearerTokenValidator):
+    """Authlib's validator for ``Authorization: DPoP`` (RFC 9449 §7.1): token, binding and proof."""
+
+    TOKEN_TYPE = "dpop"
+
+    def __init__(self, verifier: TokenVerifier, proofs: ProofVerifier, public_url: str | None) -> None:
+        super().__init__(verifier)
+        self._proofs = proofs
+        self._public_url = public_url
+
+    def validate_token(
+        self,
+        token: AccessToken,
+        scopes: list[str] | None,
+        request: Any,
+        claims: ClaimCheck | None = None,
+    ) -> None:
+        """Check the binding and this request's proof (never cached), then as for Bearer."""
+        jkt = bound_key(token)
+        if jkt is None:
+            raise deny("dpop_unbound_token", "The token is not bound to a DPoP key.")
+        environ = request.environ
+        token_string = request.headers["Authorization"].strip()[5:].strip()
+        nonce = self._proofs.verify(
+            environ["HTTP_DPOP"].strip(),
+            method=environ["REQUEST_METHOD"],
+            url=request_uri(environ, self._public_url),
+            access_token=token_string,
+            jkt=jkt,
+        )
+        if nonce is not None:
+            g.dpop_nonce = nonce
+        super().validate_token(token, scopes, request, claims)
+
+
+def bound_key(token: AccessToken) -> str | None:
+    """The token's RFC 9449 §6.1 ``cnf.jkt`` when it is DPoP-bound, else None."""
+    cnf = token.claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    return jkt if isinstance(jkt, str) and jkt else None

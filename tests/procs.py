@@ -116,7 +116,9 @@ def http_get(
         body = resp.read()
         return Response(
             status=resp.status,
-            headers={k.lower(): v for k, v in resp.getheaders()},
+            # Repeated fields (two WWW-Authenticate challenges) joined as http.client and
+            # requests do (RFC 9110 §5.3).
+            headers={k.lower(): resp.getheader(k) or "" for k, _ in resp.getheaders()},
             body=body,
             elapsed=time.monotonic() - started,
         )

@@ -68,7 +68,10 @@ def client(module_issuer: LocalIssuer):
 
 def _decisions(route: str, outcome: str, reason: str) -> float:
     labels = {"route": route, "outcome": outcome, "reason": reason}
-    return REGISTRY.get_sample_value("auth_decisions_total", labels) or 0.0
+    return sum(
+        REGISTRY.get_sample_value("auth_decisions_total", {**labels, "scheme": scheme}) or 0.0
+        for scheme in ("bearer", "dpop", "none")
+    )
 
 
 def _challenge(response) -> str:

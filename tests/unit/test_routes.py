@@ -149,7 +149,7 @@ def test_metrics_endpoint_serves_prometheus_text(client, module_issuer) -> None:
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     text = response.get_data(as_text=True)
-    assert 'auth_decisions_total{outcome="allow",reason="ok",route="/api/private"}' in text
+    assert 'auth_decisions_total{outcome="allow",reason="ok",route="/api/private",scheme="bearer"}' in text
     assert "jwks_fetches_total" in text and "http_requests_total" in text
 
 
