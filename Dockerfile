@@ -52,7 +52,9 @@ WORKDIR /app
 FROM runtime-base AS dev-issuer
 
 COPY dev_issuer/ /app/dev_issuer/
-RUN python -m compileall -q /app/dev_issuer
+# The issuer checks DPoP proofs at its token endpoint with the API's own proof checks.
+COPY service/ /app/service/
+RUN python -m compileall -q /app/dev_issuer /app/service
 
 ENV DEV_ISSUER_HOST=0.0.0.0 \
     DEV_ISSUER_PORT=3011
