@@ -154,6 +154,10 @@ NO_DEFAULT: Final[dict[str, str]] = {
     "AUTH0_AUDIENCE": "required: the API identifier that aud must contain.",
     "AUTH0_JWKS_URI": "the key set URL of a single issuer; unset, OIDC discovery finds it.",
     "PROMETHEUS_MULTIPROC_DIR": "metrics directory shared by workers; gunicorn.conf.py makes one when unset.",
+    "AUTH0_DPOP_NONCE_SECRET": "DPoP nonce MAC key; unset, the gunicorn master draws one before forking.",
+    "PUBLIC_URL": "the external URL clients call: DPoP htu and RFC 9728 resource_metadata.",
+    "RESOURCE_NAME": "RFC 9728 resource_name of the metadata document.",
+    "RESOURCE_DOCUMENTATION": "RFC 9728 resource_documentation URL of the metadata document.",
 }
 
 #: Every environment variable the service and gunicorn.conf.py read.
