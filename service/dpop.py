@@ -46,6 +46,8 @@ _KEYS = {
 #: Private-key members of every JWK type (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2).
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _MIN_RSA_BITS = 2048
+#: Larger RSA keys only make each verify slower (cost grows with the square of the size).
+_MAX_RSA_BITS = 8192
 #: Distinct proof headers remembered checked: one per client key (bounded).
 _HEADER_CACHE_SIZE = 1024
 
@@ -212,7 +214,7 @@ def _public_key(jwk: Any, alg: str) -> tuple[Any, str]:
     if kty == "RSA":
         modulus = jwk.get("n")
         # Checked before import: short keys only warn inside the library.
-        if not isinstance(modulus, str) or len(modulus) * 6 < _MIN_RSA_BITS - 6:
+        if not isinstance(modulus, str) or not _MIN_RSA_BITS - 6 <= len(modulus) * 6 <= _MAX_RSA_BITS + 6:
             raise refuse("dpop_jwk")
     try:
         key = JWKRegistry.import_key({k: v for k, v in jwk.items() if isinstance(k, str)})

@@ -243,3 +243,13 @@ def test_a_proof_failing_a_check_is_not_recorded_as_used() -> None:
     token = proof()
     assert reason_of(token, v=v, jkt=ECKey.generate_key("P-256").thumbprint()) == "dpop_jkt"
     assert check(token, v=v) is None
+
+
+def test_oversized_rsa_keys_are_refused_before_any_import() -> None:
+    v = verifier(("RS256",))
+    key = RSAKey.generate_key(2048, private=True)
+    huge = {"kty": "RSA", "n": "A" * 1400, "e": "AQAB"}  # 8400 bits
+    token = make_proof(key, "GET", URL, access_token=TOKEN, alg="RS256", header={"jwk": huge})
+    with pytest.raises(InvalidDPoPProofError) as caught:
+        v.verify(token, method="GET", url=URL, access_token=TOKEN, jkt=key.thumbprint())
+    assert caught.value.reason == "dpop_jwk"
