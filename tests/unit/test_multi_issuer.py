@@ -133,13 +133,15 @@ def test_an_issuer_not_configured_exactly_is_bad_issuer_with_no_fetch(pair, iss)
             iss = [i.format(**values) for i in iss]
         client = _client(a, b)
         before = REGISTRY.get_sample_value(
-            "auth_decisions_total", {"route": "/api/private", "outcome": "deny", "reason": "bad_issuer"}
+            "auth_decisions_total",
+            {"route": "/api/private", "outcome": "deny", "reason": "bad_issuer", "scheme": "bearer"},
         ) or 0
         token = stranger.mint({"iss": iss}) if iss is not None else stranger.mint(drop=("iss",))
         response = client.get("/api/private", headers=bearer(token))
         assert response.status_code == 401
         assert REGISTRY.get_sample_value(
-            "auth_decisions_total", {"route": "/api/private", "outcome": "deny", "reason": "bad_issuer"}
+            "auth_decisions_total",
+            {"route": "/api/private", "outcome": "deny", "reason": "bad_issuer", "scheme": "bearer"},
         ) == before + 1
         fetches = [(i.jwks_fetches, i.discovery_fetches) for i in (a, b, stranger)]
         assert fetches == [(0, 0)] * 3
