@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint
 from flask import Flask
 from flask import Response
+from flask import abort
 from flask import current_app
 from flask import jsonify
 
@@ -74,11 +76,18 @@ def document(settings: Settings, scopes: Iterable[str]) -> dict[str, Any]:
 
 
 @bp.get(PATH)
-def protected_resource_metadata() -> Response:
-    """Serve the document, built once per app (the URL map is complete by the first request)."""
+@bp.get(PATH + "/<path:suffix>")
+def protected_resource_metadata(suffix: str | None = None) -> Response:
+    """Serve the document, built once per app (the URL map is complete by the first request).
+
+    RFC 9728 §3.1: for a resource identifier with a path, clients insert the well-known path
+    before it, so ``/.well-known/oauth-protected-resource/<that path>`` serves it too.
+    """
+    settings: Settings = current_app.extensions["settings"]
+    if suffix is not None and suffix.strip("/") != urlsplit(resource_identifier(settings)).path.strip("/"):
+        abort(404)
     cached = current_app.extensions.get("resource_metadata")
     if cached is None:
-        settings: Settings = current_app.extensions["settings"]
         cached = current_app.extensions["resource_metadata"] = document(
             settings, scopes_required(current_app)
         )

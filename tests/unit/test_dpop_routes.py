@@ -231,3 +231,12 @@ def test_the_decision_counter_is_labelled_with_the_scheme(client, module_issuer:
     client.get("/api/private", headers=bearer(module_issuer.mint()))
     client.get("/api/private")
     assert [b - a for a, b in zip(before, counts(), strict=True)] == [1, 1, 1]
+
+
+def test_a_resource_with_a_path_has_its_metadata_under_that_path_too(module_issuer: LocalIssuer) -> None:
+    client = client_for(module_issuer, AUTH0_AUDIENCE="https://api.example.com/v1")
+    assert client.get("/.well-known/oauth-protected-resource/v1").get_json()["resource"] == (
+        "https://api.example.com/v1"
+    )
+    assert client.get("/.well-known/oauth-protected-resource").status_code == 200
+    assert client.get("/.well-known/oauth-protected-resource/other").status_code == 404
