@@ -43,8 +43,7 @@ def metadata_url(settings: Settings) -> str | None:
 
 def issuers(settings: Settings) -> list[str]:
     """The authorization servers whose tokens this API accepts."""
-    configured = getattr(settings, "issuers", None) or (settings.issuer,)
-    return list(configured)
+    return list(settings.issuers or (settings.issuer,))
 
 
 def scopes_required(app: Flask) -> list[str]:

@@ -240,3 +240,10 @@ def test_a_resource_with_a_path_has_its_metadata_under_that_path_too(module_issu
     )
     assert client.get("/.well-known/oauth-protected-resource").status_code == 200
     assert client.get("/.well-known/oauth-protected-resource/other").status_code == 404
+
+
+def test_the_metadata_names_every_configured_issuer(module_issuer: LocalIssuer) -> None:
+    with LocalIssuer(audience=module_issuer.audience) as second:
+        client = client_for(module_issuer, AUTH0_ISSUER=f"{module_issuer.url},{second.url}")
+        servers = client.get("/.well-known/oauth-protected-resource").get_json()["authorization_servers"]
+    assert servers == [module_issuer.url, second.url]
