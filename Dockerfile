@@ -17,6 +17,23 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
+# gunicorn's C HTTP parser (gunicorn_h1c) exists on PyPI as source only: built here from its
+# hashed sdist with hashed build tools, in a throwaway venv; only the wheel enters /opt/venv, and
+# the compiler stays in this stage. Debian's gcc/libc6-dev/python3-dev float with bookworm's
+# security updates (an exact pin would stop building at the next point release).
+COPY requirements-build.txt requirements-h1c.txt /tmp/
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev python3-dev \
+    && rm -rf /var/lib/apt/lists/* \
+    && python -m venv /tmp/build \
+    && /tmp/build/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: \
+       -r /tmp/requirements-build.txt \
+    && /tmp/build/bin/pip wheel --no-cache-dir --require-hashes --no-build-isolation --no-deps \
+       --no-binary=gunicorn_h1c -r /tmp/requirements-h1c.txt -w /tmp/wheels \
+    && pip install --no-cache-dir --no-index --no-deps /tmp/wheels/gunicorn_h1c-*.whl \
+    && rm -rf /tmp/build /tmp/wheels
+
 COPY requirements.txt /tmp/requirements.txt
 # Every package, transitive ones too, pinned with its hashes (requirements.txt, from bin/lock):
 # pip refuses anything else. Wheels only: slim has no compiler, and a source build would mean an

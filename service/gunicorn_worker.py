@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 from functools import partial
+from importlib import metadata
 from typing import Any
 from typing import Final
 
@@ -45,9 +46,6 @@ from .logging import parse_error_context
 LINGER_SECONDS: Final = 2.0
 #: How much a closing connection may still send (gunicorn's close_graceful).
 LINGER_BYTES: Final = 65536
-
-#: Transfer codings RFC 9112 defines (§7: chunked, compress, deflate, gzip; §7.2 aliases).
-_DEFINED_CODINGS: Final = frozenset({"chunked", "compress", "deflate", "gzip", "x-compress", "x-gzip"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +131,29 @@ class Conn(TConn):
             super().close()
 
 
+def http_parser(cfg: Any) -> str:
+    """The HTTP/1.1 parser gunicorn picks for ``cfg``, by its own rules (setting ``http_parser``)."""
+    if getattr(cfg, "http_parser", "auto") == "python":
+        return "python"
+    try:
+        import gunicorn_h1c
+    except ImportError:
+        return "python"
+    # gunicorn falls back to Python for an h1c without limits (< 0.4.1) or with these flags.
+    limits = hasattr(gunicorn_h1c, "LimitRequestLine")
+    if not limits or cfg.permit_obsolete_folding or cfg.strip_header_spaces:
+        return "python"
+    return f"fast (gunicorn_h1c {metadata.version('gunicorn_h1c')})"
+
+
 class Worker(ThreadWorker):
     """gthread with request heads read by the poller, within a deadline and a size limit."""
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """Name the active HTTP parser in the start-up log (the arbiter calls this once)."""
+        super().check_config(cfg, log)
+        log.info("Using HTTP parser: %s", http_parser(cfg))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Read the header deadline (gunicorn.conf.py has validated it at start)."""
@@ -288,18 +307,16 @@ class Worker(ThreadWorker):
         """Serve the buffered request on this thread (remembering its method for refusals)."""
         parse_error_context.method = request_head.method_of(conn.head)
         try:
+            coding = request_head.undefined_coding(conn.head)
+            if coding is not None:
+                self.handle_error(None, conn.sock, conn.client, http_errors.UnsupportedTransferCoding(coding))
+                return False
             return super().handle(conn)
         finally:
             parse_error_context.method = None
 
     def handle_request(self, req: Any, conn: Conn) -> bool:
-        """Refuse transfer codings RFC 9112 does not define, then serve the request."""
-        for name, value in req.headers:
-            if name == "TRANSFER-ENCODING":
-                codings = {v.strip(" \t").lower() for v in value.split(",")}
-                if not codings <= _DEFINED_CODINGS:
-                    # "identity" is gone since RFC 7230; gunicorn still accepts it before chunked.
-                    raise http_errors.UnsupportedTransferCoding(value)
+        """Serve the request; keep the connection only if its body is already buffered."""
         if not _body_buffered(req, conn):
             # gthread drains a body the app left unread on this thread before keep-alive, for
             # up to 5 s: a slow sender would hold the thread. Closing lingers on the poller.

@@ -8,6 +8,7 @@ Python or C alike.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 #: The whole request head (request line and every field) in bytes. The largest legitimate
@@ -23,6 +24,10 @@ URI_TOO_LONG: Final = 414
 HEAD_TOO_LARGE: Final = 431
 
 _END = b"\r\n\r\n"
+
+#: Transfer codings RFC 9112 defines (§7 chunked, §7.2 compress, deflate, gzip and the x- aliases).
+DEFINED_CODINGS: Final = frozenset({b"chunked", b"compress", b"deflate", b"gzip", b"x-compress", b"x-gzip"})
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:([^\r\n]*)", re.IGNORECASE)
 
 
 def scan(head: bytes | bytearray, scanned: int, line_limit: int) -> str | int:
@@ -51,3 +56,19 @@ def method_of(head: bytes | bytearray) -> str:
     start = 2 if head[:2] == b"\r\n" else 0
     space = head.find(b" ", start, start + 21)
     return head[start:space].decode("latin-1") if space > start else ""
+
+
+def undefined_coding(head: bytes | bytearray) -> str | None:
+    """The first transfer coding in a complete head that RFC 9112 does not define, if any.
+
+    Checked here rather than left to the parser: gunicorn's Python parser still accepts
+    "identity" before chunked (gone since RFC 7230), and the C parser answers an unknown coding
+    with 400 where RFC 9112 §6.1 asks for 501; this way both parsers answer alike.
+    """
+    end = head.find(_END)
+    for match in _TRANSFER_ENCODING.finditer(head, 0, end + 2 if end >= 0 else len(head)):
+        for coding in match.group(1).split(b","):
+            name = coding.strip(b" \t").lower()
+            if name not in DEFINED_CODINGS:
+                return name.decode("latin-1")
+    return None

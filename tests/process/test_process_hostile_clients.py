@@ -111,7 +111,9 @@ def test_token_over_the_app_cap_gets_401_and_over_the_field_limit_431(
     assert too_big.encode() not in raw and too_big not in server.output()
 
 
-@pytest.mark.parametrize("coding", ["xchunked", "identity, chunked", "x-custom, chunked"])
+@pytest.mark.parametrize(
+    "coding", ["xchunked", "identity, chunked", "x-custom, chunked", "chunked, identity", "identity"]
+)
 def test_transfer_codings_rfc9112_does_not_define_get_501_naming_the_client_problem(
     server: Server, coding: str
 ) -> None:
@@ -124,9 +126,9 @@ def test_transfer_codings_rfc9112_does_not_define_get_501_naming_the_client_prob
     assert "Transfer-Encoding" in body["error_description"]
 
 
-@pytest.mark.parametrize("coding", ["chunked, identity", "identity", "gzip"])
+@pytest.mark.parametrize("coding", ["gzip", "chunked, gzip"])
 def test_transfer_codings_not_ending_in_chunked_get_400(server: Server, coding: str) -> None:
-    """No chunked last: the body length is unknown, so 400 (RFC 9112 §6.3, item 4)."""
+    """Defined codings without chunked last: the body length is unknown, so 400 (RFC 9112 §6.3)."""
     raw = server.send_raw(
         f"POST /api/public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n0\r\n\r\n".encode()
     )
@@ -237,3 +239,58 @@ def test_idle_connections_do_not_delay_shutdown(
     finally:
         for sock in socks:
             sock.close()
+
+
+def _request(*fields: bytes, line: bytes = b"POST / HTTP/1.1", body: bytes = b"") -> bytes:
+    """A raw request head with Host and `fields`, then `body`."""
+    return b"\r\n".join((line, b"Host: x", *fields)) + b"\r\n\r\n" + body
+
+
+#: Malformed or oversized requests and the status each gets, whichever parser gunicorn uses.
+PARSER_CASES = {
+    "ok": (_request(b"Connection: close", line=b"GET /healthz HTTP/1.1"), 200),
+    "no colon": (_request(b"Bad Header"), 400),
+    "bare LF": (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    "control byte": (_request(b"X: a\x01b"), 400),
+    "bad method": (_request(line=b"G@T / HTTP/1.1"), 400),
+    "HTTP/2.0 line": (_request(line=b"GET / HTTP/2.0"), 400),
+    "CL and TE": (_request(b"Content-Length: 3", b"Transfer-Encoding: chunked"), 400),
+    "TE not last chunked": (_request(b"Transfer-Encoding: chunked, gzip"), 400),
+    "Expect": (_request(b"Expect: tea"), 417),
+    "long line": (_request(line=b"GET /" + b"a" * 5000 + b" HTTP/1.1"), 414),
+    "big field": (_request(b"X: " + b"a" * 40_000), 431),
+    "many fields": (_request(*(b"X-%d: y" % i for i in range(101))), 431),
+    "big head": (_request(*(b"X-%d: " % i + b"a" * 30_000 for i in range(3))), 431),
+    "xchunked": (_request(b"Transfer-Encoding: xchunked"), 501),
+    "identity, chunked": (_request(b"Transfer-Encoding: identity, chunked", body=b"0\r\n\r\n"), 501),
+    "chunked, identity": (_request(b"Transfer-Encoding: chunked, identity"), 501),
+}
+
+
+def _has_c_parser() -> bool:
+    """True when gunicorn_h1c is importable (bin/test installs it where a compiler exists)."""
+    try:
+        import gunicorn_h1c  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "parser",
+    ["python", pytest.param("fast", marks=pytest.mark.skipif(not _has_c_parser(), reason="no gunicorn_h1c"))],
+)
+def test_both_http_parsers_give_the_same_json_answers_and_limits(
+    parser: str, module_issuer: LocalIssuer, module_gunicorn: ServerFactory
+) -> None:
+    """Python or C parser: the same statuses, JSON bodies and limits; the start-up log names it."""
+    srv = module_gunicorn(module_issuer, workers=1, args=("--http-parser", parser))
+    got = {}
+    for name, (raw, status) in PARSER_CASES.items():
+        answer = srv.send_raw(raw)
+        got[name] = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else answer[:40]
+        if status != 200 and got[name] == status:
+            _json_refusal(answer, status)
+    assert got == {name: status for name, (_, status) in PARSER_CASES.items()}
+    logged = srv.wait_for_record(lambda r: str(r.get("event", "")).startswith("Using HTTP parser: "))
+    assert logged and logged[0]["event"].split(": ", 1)[1].split(" ")[0] == parser, logged

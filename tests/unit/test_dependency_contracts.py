@@ -66,6 +66,7 @@ def _params(func: object) -> list[str]:
         ("handle_request", ["self", "req", "conn"]),
         ("handle_error", ["self", "req", "client", "addr", "exc"]),
         ("finish_request", ["self", "conn", "fs"]),
+        ("check_config", ["cfg", "log"]),
     ],
 )
 def test_gthread_worker_methods_the_service_overrides_keep_their_signature(method, params) -> None:
@@ -134,3 +135,15 @@ def test_gunicorn_request_exposes_body_length_buffer_and_force_close() -> None:
     assert parser.unreader.buf.getvalue() == b"abc", "gunicorn's unreader buffer changed"
     req.force_close()
     assert req.should_close()
+
+
+@pytest.mark.parametrize("setting", ["auto", "python"])
+def test_the_logged_http_parser_is_the_one_gunicorn_picks(setting: str) -> None:
+    """The start-up line ("Using HTTP parser") follows gunicorn's own (private) choice."""
+    from gunicorn.http.message import _check_fast_parser
+
+    from service.gunicorn_worker import http_parser
+
+    cfg = Config()
+    cfg.set("http_parser", setting)
+    assert http_parser(cfg).startswith("fast") == _check_fast_parser(cfg)

@@ -61,3 +61,22 @@ def test_crlf_split_across_reads_is_not_a_bare_lf() -> None:
 def test_method_of_reads_the_first_token(head: bytes, method: str) -> None:
     """The method labels metrics for refused heads ("" when there is none)."""
     assert request_head.method_of(head) == method
+
+
+@pytest.mark.parametrize(
+    ("fields", "undefined"),
+    [
+        (b"", None),
+        (b"Transfer-Encoding: chunked\r\n", None),
+        (b"transfer-encoding: gzip, CHUNKED\r\n", None),
+        (b"Transfer-Encoding: xchunked\r\n", "xchunked"),
+        (b"Transfer-Encoding: identity, chunked\r\n", "identity"),
+        (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", "identity"),
+        (b"Transfer-Encoding: chunked,\r\n", ""),
+        (b"X-Transfer-Encoding: identity\r\n", None),
+    ],
+)
+def test_undefined_coding_names_codings_rfc9112_does_not_define(fields: bytes, undefined: object) -> None:
+    """Every Transfer-Encoding field of the head counts; other fields and the body do not."""
+    head = b"POST / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\nTransfer-Encoding: identity\r\n"
+    assert request_head.undefined_coding(head) == undefined
