@@ -307,9 +307,9 @@ class Worker(ThreadWorker):
         """Serve the buffered request on this thread (remembering its method for refusals)."""
         parse_error_context.method = request_head.method_of(conn.head)
         try:
-            coding = request_head.undefined_coding(conn.head)
-            if coding is not None:
-                self.handle_error(None, conn.sock, conn.client, http_errors.UnsupportedTransferCoding(coding))
+            refused = _refused_before_parsing(conn.head)
+            if refused is not None:
+                self.handle_error(None, conn.sock, conn.client, refused)
                 return False
             return super().handle(conn)
         finally:
@@ -376,6 +376,17 @@ class _Answered:
     def sent(self) -> None:
         """Body bytes are not tracked for refusals."""
         return None
+
+
+def _refused_before_parsing(head: bytearray) -> Exception | None:
+    """The parse error of a head both gunicorn parsers must refuse alike, checked up front."""
+    if not head:
+        return None
+    if request_head.request_line_malformed(head):
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        return http_errors.InvalidRequestLine(line)
+    coding = request_head.undefined_coding(head)
+    return None if coding is None else http_errors.UnsupportedTransferCoding(coding)
 
 
 def _body_buffered(req: Any, conn: Conn) -> bool:

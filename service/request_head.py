@@ -72,3 +72,15 @@ def undefined_coding(head: bytes | bytearray) -> str | None:
             if name not in DEFINED_CODINGS:
                 return name.decode("latin-1")
     return None
+
+
+def request_line_malformed(head: bytes | bytearray) -> bool:
+    """True unless the request line is three parts split by single spaces (RFC 9112 §3).
+
+    gunicorn's Python parser refuses anything else; its C parser tolerates runs of spaces, so
+    the worker checks here and both answer 400 alike.
+    """
+    start = 2 if head[:2] == b"\r\n" else 0
+    end = head.find(b"\r\n", start)
+    parts = head[start : end if end >= 0 else len(head)].split(b" ")
+    return len(parts) != 3 or not all(parts)

@@ -253,6 +253,7 @@ PARSER_CASES = {
     "bare LF": (b"GET / HTTP/1.1\nHost: x\n\n", 400),
     "control byte": (_request(b"X: a\x01b"), 400),
     "bad method": (_request(line=b"G@T / HTTP/1.1"), 400),
+    "two spaces": (_request(line=b"GET  / HTTP/1.1"), 400),
     "HTTP/2.0 line": (_request(line=b"GET / HTTP/2.0"), 400),
     "CL and TE": (_request(b"Content-Length: 3", b"Transfer-Encoding: chunked"), 400),
     "TE not last chunked": (_request(b"Transfer-Encoding: chunked, gzip"), 400),

@@ -65,9 +65,9 @@ def test_a_huge_path_is_cut_in_the_access_line(server: Server) -> None:
 
 
 def test_gunicorn_warnings_quoting_a_rejected_request_are_cut(server: Server) -> None:
-    # A header name with a space is invalid (RFC 9110 §5.1): gunicorn refuses it and quotes it.
-    name = "Bad Name " + "n" * 6000
-    raw = f"GET /api/public HTTP/1.1\r\nHost: x\r\n{name}: v\r\n\r\n".encode()
+    # A request line with a run of spaces is invalid (RFC 9112 §3): refused and quoted in the
+    # warning, whichever HTTP parser gunicorn uses (the C one does not quote bad header names).
+    raw = ("GET  /" + "n" * 3000 + " HTTP/1.1\r\nHost: x\r\n\r\n").encode()
     assert server.send_raw(raw).startswith(b"HTTP/1.1 400")
     [warning] = server.wait_for_record(
         lambda r: "Invalid" in str(r.get("event")) and "nnnn" in str(r.get("event"))

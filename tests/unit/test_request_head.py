@@ -80,3 +80,19 @@ def test_undefined_coding_names_codings_rfc9112_does_not_define(fields: bytes, u
     """Every Transfer-Encoding field of the head counts; other fields and the body do not."""
     head = b"POST / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\nTransfer-Encoding: identity\r\n"
     assert request_head.undefined_coding(head) == undefined
+
+
+@pytest.mark.parametrize(
+    ("head", "malformed"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False),
+        (b"\r\nGET / HTTP/1.1\r\n\r\n", False),
+        (b"GET  / HTTP/1.1\r\n\r\n", True),
+        (b"GET / HTTP/1.1 \r\n\r\n", True),
+        (b"GET /a b HTTP/1.1\r\n\r\n", True),
+        (b"GET /\r\n\r\n", True),
+    ],
+)
+def test_request_line_must_be_three_parts_split_by_single_spaces(head: bytes, malformed: bool) -> None:
+    """Runs of spaces, spaces in the target and missing parts are malformed (RFC 9112 §3)."""
+    assert request_head.request_line_malformed(head) is malformed
