@@ -70,7 +70,12 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
     ),
     "AUTH0_TOKEN_CACHE_SIZE": (
         "10000",
-        "verified-token cache entries per worker (~1.6 KiB each); 0 turns the cache off.",
+        "verified-token cache entries per worker (~1.3 KiB each for a typical token); 0 turns it off.",
+    ),
+    "AUTH0_TOKEN_CACHE_BYTES": (
+        "16777216",
+        "16 MiB of cached tokens per worker: all 10,000 entries of typical tokens fit, while large "
+        "RBAC tokens (~11 KiB each) stop at ~1,500 entries instead of growing to ~110 MiB.",
     ),
     "AUTH0_DPOP": (
         "allowed",
@@ -185,6 +190,7 @@ class Settings:
     jwks_max_bytes: int
     max_token_bytes: int
     token_cache_size: int
+    token_cache_bytes: int
     cors_origins: tuple[str, ...]
     log: LogSettings
     metrics_port: int
@@ -244,6 +250,7 @@ class Settings:
             jwks_max_bytes=int(reader.number("AUTH0_JWKS_MAX_BYTES", minimum=1024)),
             max_token_bytes=int(reader.number("AUTH0_MAX_TOKEN_BYTES", minimum=256)),
             token_cache_size=int(reader.number("AUTH0_TOKEN_CACHE_SIZE", minimum=0)),
+            token_cache_bytes=int(reader.number("AUTH0_TOKEN_CACHE_BYTES", minimum=65536)),
             cors_origins=origins or ("*",),
             log=log,
             metrics_port=metrics_port(env),

@@ -3,7 +3,8 @@
 Order matters for cost: size, shape, header and unverified claims are checked before any key
 lookup (which may fetch) and before the RSA verify, so junk and replayed-elsewhere tokens are
 refused cheaply. A verified token is remembered by the SHA-256 of its text until the earlier of
-its expiry and the freshness of the key set that verified it.
+its expiry and the freshness of the key set that verified it, in a cache bounded both in entries
+and in bytes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import math
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -45,6 +47,14 @@ _CANONICAL_LAST = ("", "", "AQgw", "AEIMQUYcgkosw048")
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: Distinct valid token headers remembered checked (a handful per issuer key; bounded).
 _HEADER_CACHE_SIZE = 256
+#: Claims up to this much JSON stay parsed in the verified-token cache, so a hit returns the
+#: verified token as it is; larger ones (RBAC tokens with hundreds of permissions, whose parsed
+#: claims and permission set cost about five times their JSON) are kept as compact JSON and parsed
+#: again on each hit.
+_PARSED_MAX_JSON = 1024
+#: Bytes a cache entry costs beyond its own objects (OrderedDict slot and link, the SHA-256 key,
+#: the size tuple), measured with tracemalloc by `python -m bench.cache_memory`.
+_ENTRY_OVERHEAD = 300
 #: RFC 9068 §2.1 uses "at+jwt"; Auth0's default profile sends "JWT" (RFC 7519 §5.1).
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
@@ -95,6 +105,48 @@ class AccessToken:
         return permission in self.permissions
 
 
+@dataclass(frozen=True, slots=True)
+class _CompactToken:
+    """A verified token remembered with its claims as JSON: what a cache hit needs to rebuild it."""
+
+    claims_json: bytes
+    key: VerificationKey
+    kid: str
+    expires_at: float
+    leeway: int
+    issuer: str
+
+    def expand(self) -> AccessToken:
+        """The verified token again (claims parsed anew)."""
+        claims = orjson.loads(self.claims_json)
+        return AccessToken(
+            claims, self.key, self.kid, _permissions(claims), self.expires_at, self.leeway,
+            self.issuer,
+        )
+
+
+def _cache_entry(token: AccessToken) -> tuple[AccessToken | _CompactToken, int]:
+    """What the cache keeps for a verified token, and the bytes it counts against the budget."""
+    claims_json = orjson.dumps(token.claims)
+    if len(claims_json) <= _PARSED_MAX_JSON:
+        return token, _parsed_size(token)
+    # orjson hands back its growable output buffer, often twice the JSON: keep an exact copy.
+    exact = bytes(memoryview(claims_json))
+    compact = _CompactToken(exact, token.key, token.kid, token.expires_at, token.leeway, token.issuer)
+    return compact, sys.getsizeof(compact) + sys.getsizeof(exact) + _ENTRY_OVERHEAD
+
+
+def _parsed_size(token: AccessToken) -> int:
+    """Bytes a parsed token holds: its object, claims (values one level deep) and permissions."""
+    claims = token.claims
+    size = _ENTRY_OVERHEAD + sys.getsizeof(token) + sys.getsizeof(claims)
+    for value in claims.values():
+        size += sys.getsizeof(value)
+        if isinstance(value, list):
+            size += sum(map(sys.getsizeof, value))
+    return size + sys.getsizeof(token.permissions) + sum(map(sys.getsizeof, token.permissions))
+
+
 class TokenVerifier:
     """Checks a compact JWS access token against its issuer's keys and this API's claims.
 
@@ -119,8 +171,10 @@ class TokenVerifier:
         self._signature_checks = {alg: _signature_check(alg) for alg in settings.algorithms}
         # Insertion-ordered, oldest evicted first; OrderedDict pops its head in O(1) where a
         # plain dict's next(iter()) would rescan the slots freed by earlier evictions.
-        self._cache: OrderedDict[bytes, AccessToken] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[AccessToken | _CompactToken, int]] = OrderedDict()
         self._cache_size = settings.token_cache_size
+        self._cache_budget = settings.token_cache_bytes
+        self._cache_bytes = 0
         self._cache_lock = threading.Lock()
         self._headers: dict[str, tuple[str, str]] = {}
 
@@ -134,6 +188,11 @@ class TokenVerifier:
         """Every trusted issuer's key cache, in configuration order."""
         return tuple(self._caches.values())
 
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes the verified-token cache counts against AUTH0_TOKEN_CACHE_BYTES now."""
+        return self._cache_bytes
+
     def verify(self, token: str) -> AccessToken:
         """Return the verified token or raise an ``AuthError`` saying why not."""
         if len(token) > self._settings.max_token_bytes:
@@ -142,16 +201,16 @@ class TokenVerifier:
         if self._cache_size:
             digest = hashlib.sha256(token.encode("latin-1")).digest()
             cached = self._cache.get(digest)
-            if cached is not None and self._still_valid(cached):
+            if cached is not None and self._still_valid(entry := cached[0]):
                 self._on_cache_lookup(True)
-                return cached
+                return entry if type(entry) is AccessToken else entry.expand()
             self._on_cache_lookup(False)
         access_token = self._verify_fully(token)
         if self._cache_size:
             self._remember(digest, access_token)
         return access_token
 
-    def _still_valid(self, token: AccessToken) -> bool:
+    def _still_valid(self, token: AccessToken | _CompactToken) -> bool:
         """Whether the full check would still accept a cached token now.
 
         The key that verified it must still be the current one for its kid (each fetch makes
@@ -166,13 +225,21 @@ class TokenVerifier:
             and time.time() < token.expires_at + token.leeway
         )
 
-    def _remember(self, digest: bytes, entry: AccessToken) -> None:
-        """Insert into the bounded cache, evicting the oldest entries first."""
+    def _remember(self, digest: bytes, token: AccessToken) -> None:
+        """Insert into the cache, evicting the oldest entries beyond its entry or byte bound."""
+        entry, size = _cache_entry(token)
         cache = self._cache
         with self._cache_lock:
-            while len(cache) >= self._cache_size:
-                cache.popitem(last=False)
-            cache[digest] = entry
+            replaced = cache.pop(digest, None)
+            if replaced is not None:
+                self._cache_bytes -= replaced[1]
+            while cache and (
+                len(cache) >= self._cache_size or self._cache_bytes + size > self._cache_budget
+            ):
+                self._cache_bytes -= cache.popitem(last=False)[1][1]
+            if size <= self._cache_budget:
+                cache[digest] = (entry, size)
+                self._cache_bytes += size
 
     def _verify_fully(self, token: str) -> AccessToken:
         """The full check: shape, header, claims, key and signature."""
