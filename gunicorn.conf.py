@@ -119,6 +119,17 @@ def when_ready(server):
     server.log.info("metrics on http://%s:%d/metrics", host, port)
 
 
+def post_worker_init(worker):
+    """Start fetching the key set in the background as soon as the worker has loaded the app.
+
+    Runs in the worker (after fork, never in the master) and does not wait: the worker serves
+    at once, and its first protected request normally finds the keys already there.
+    """
+    from service.auth import start_key_fetch
+
+    start_key_fetch(worker.wsgi)
+
+
 def child_exit(server, worker):
     """Mark a dead worker's live gauges as gone (runs in the master, even after SIGKILL)."""
     from prometheus_client import multiprocess

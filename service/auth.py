@@ -51,6 +51,7 @@ from .errors import InvalidTokenError
 from .errors import MissingTokenError
 from .errors import UseDPoPNonceError
 from .jwks import FetchEvent
+from .jwks import JWKSCache
 from .logging import get_logger
 from .tokens import AccessToken
 from .tokens import verifier_for
@@ -340,6 +341,18 @@ def _send_nonce(response: Response) -> Response:
     if nonce is not None:
         response.headers["DPoP-Nonce"] = nonce
     return response
+
+
+def jwks_caches(app: Flask) -> list[JWKSCache]:
+    """The JWKS caches this app verifies tokens with (readiness asks each of them)."""
+    return list(app.extensions["auth_verifier"].caches)
+
+
+def start_key_fetch(app: Any) -> None:
+    """Start every JWKS cache's background refresher in this process: call it after fork."""
+    if isinstance(app, Flask):
+        for cache in jwks_caches(app):
+            cache.start()
 
 
 def _fetch_logged(event: FetchEvent) -> None:

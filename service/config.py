@@ -52,6 +52,11 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
         "5",
         "seconds between fetch retries while the issuer fails, so an outage is not hammered.",
     ),
+    "AUTH0_JWKS_MAX_STALE": (
+        "86400",
+        "last good keys serve 24 h past their TTL while the issuer fails (outages last hours); "
+        "past it a worker answers 503 rather than trust keys that may since have been revoked.",
+    ),
     "AUTH0_ALGORITHMS": ("RS256", "Auth0 signs access tokens with RS256; anything else is refused."),
     "AUTH0_LEEWAY": (
         "5",
@@ -184,6 +189,7 @@ class Settings:
     jwks_ttl: float
     jwks_cooldown: float
     jwks_retry: float
+    jwks_max_stale: float
     algorithms: tuple[str, ...]
     leeway: int
     http_timeout: float
@@ -244,6 +250,7 @@ class Settings:
             jwks_ttl=reader.number("AUTH0_JWKS_TTL", minimum=1),
             jwks_cooldown=reader.number("AUTH0_JWKS_COOLDOWN", minimum=0),
             jwks_retry=reader.number("AUTH0_JWKS_RETRY", minimum=0),
+            jwks_max_stale=reader.number("AUTH0_JWKS_MAX_STALE", minimum=0),
             algorithms=algorithms,
             leeway=int(reader.number("AUTH0_LEEWAY", minimum=0, maximum=300)),
             http_timeout=reader.number("AUTH0_HTTP_TIMEOUT", minimum=0.1, maximum=60),

@@ -1,29 +1,34 @@
-"""Per-process JWKS cache: TTL, unknown-kid cooldown, single-flight fetches, last-known-good keys.
+"""Per-process JWKS cache: background refresh, single-flight fetches, bounded last-known-good keys.
 
-Rules (issue 2, "The JWKS cache"):
-- a known kid costs no fetch while the key set is fresh; when it goes stale a refresh starts in the
-  background and requests keep using the last good set meanwhile;
-- an unknown kid triggers at most one refresh per cooldown, single-flight;
-- a failed fetch never drops a good key set (stale-if-error), and is retried at most every
-  ``jwks_retry`` seconds;
-- nothing is fetched at import or in the app factory: the first request (or /readyz) does it.
+The timing guarantees are stated for users in docs/jwks-cache.md; this is how they are kept:
+- each process runs one refresher thread per cache, started on first use (never at import or in
+  the app factory, and again in a forked child). It fetches at once, then a tenth of the TTL (at
+  most 30 s) before the set expires; after a failed fetch, every ``jwks_retry`` seconds until one
+  succeeds. Only the refresher fetches, so fetches are single-flight by construction;
+- requests read the current set and never wait for a fetch while a usable set is held, except
+  the one unknown-kid request the cooldown allows while the issuer is healthy (bounded by the
+  HTTP timeout). With no usable set they wait for a fetch (bounded by the fetch budget) unless
+  the issuer is already known to be failing;
+- a failed fetch keeps the last good set until ``jwks_max_stale`` seconds past its expiry (the
+  max-stale of RFC 9111 §5.2.1.2), then drops it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-from joserfc.errors import JoseError
 from joserfc.jwk import Key
 from joserfc.jwk import import_key
 
@@ -35,14 +40,27 @@ from .config import key_type_for
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 #: The only URL schemes we fetch from; urllib would otherwise also open file:// and ftp://.
 _SCHEMES = ("http://", "https://")
-#: Wait sentinel: fetch on the calling thread and wait for it (bounded by the HTTP timeouts).
-FULL_WAIT = float("inf")
-#: Longest a request waits on a refresh when stale keys are still usable.
-STALE_WAIT = 0.25
+#: The refresh starts this share of the TTL (at most _REFRESH_LEAD_MAX s) before expiry, so a
+#: healthy issuer's answer replaces the set before it goes stale.
+_REFRESH_LEAD = 0.1
+_REFRESH_LEAD_MAX = 30.0
+#: Even AUTH0_JWKS_RETRY=0 leaves this long between the refresher's attempts: never a busy loop.
+_RETRY_FLOOR = 0.1
+#: Longest single sleep of the refresher (threading rejects huge timeouts).
+_MAX_SLEEP = 3600.0
+#: JWK members only private or symmetric keys have (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+log = logging.getLogger(__name__)
 
 
 class FetchError(Exception):
     """A discovery or JWKS fetch failed; the message is safe to log."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        #: The HTTP status the server answered with, if it answered at all.
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,30 +96,56 @@ class VerificationKey:
 
 @dataclass(frozen=True, slots=True)
 class KeySet:
-    """An immutable snapshot of usable verification keys."""
+    """An immutable snapshot of usable verification keys (monotonic times)."""
 
     keys: dict[str, VerificationKey]
     fetched_at: float
     fresh_until: float
-    #: When a background refresh starts: a tenth of the TTL (at most 30 s) before expiry.
+    #: When the refresher fetches again.
     refresh_at: float
+    #: Past this (fresh_until + max-stale) the set is dropped.
+    usable_until: float
 
 
 @dataclass(slots=True)
 class _State:
-    """Mutable cache state, guarded by ``JWKSCache._lock``."""
+    """One process's cache state; fields are guarded by ``lock``."""
 
+    jwks_uri: str | None
     keyset: KeySet | None = None
-    last_attempt: float = float("-inf")
-    last_kid_refresh: float = float("-inf")
+    #: The most recent fetch failed: no request waits for the next one.
+    failing: bool = False
     last_error: str | None = None
-    jwks_uri: str | None = None
+    #: When the refresher fetches next, unless asked earlier.
+    next_fetch: float = float("-inf")
+    #: A request asked the refresher for a fetch now.
+    fetch_now: bool = False
+    last_kid_refresh: float = float("-inf")
+    #: Set when the fetch in flight (or asked for) ends; None when there is none.
     inflight: threading.Event | None = None
+    #: Wakes the refresher to look at the state again.
+    wake: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    refresher: threading.Thread | None = None
     pid: int = field(default_factory=os.getpid)
 
 
+#: Guards replacing a cache's state in a forked child; itself replaced after every fork, since
+#: a lock held by another thread at fork time would stay held forever in the child.
+_fork_lock = threading.Lock()
+
+
+def _new_fork_lock() -> None:
+    """Give the forked child a fresh, unheld lock."""
+    global _fork_lock
+    _fork_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_fork_lock)
+
+
 class JWKSCache:
-    """Process-level cache of the issuer's signing keys."""
+    """Process-level cache of one issuer's signing keys."""
 
     def __init__(
         self,
@@ -114,141 +158,168 @@ class JWKSCache:
         #: The issuer whose keys this cache holds (one cache per trusted issuer).
         self.issuer = issuer if issuer is not None else settings.issuer
         self._on_fetch = on_fetch or (lambda event: None)
-        # Longest anyone waits for a fetch to finish: discovery plus JWKS, each bounded.
+        self._retry = max(settings.jwks_retry, _RETRY_FLOOR)
+        # Longest a request waits with nothing usable: discovery plus JWKS, each bounded.
         self._fetch_budget = settings.http_timeout * 2 + 1
-        self._lock = threading.Lock()
+        # The unknown-kid wait: the JWKS URI is known once a set is held, so one bounded GET.
+        self._kid_wait = settings.http_timeout
         self._state = _State(jwks_uri=settings.jwks_uri)
 
     # -- reads -----------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start this process's background refresher (idempotent); its first fetch begins now."""
+        self._current()
+
     @property
     def keyset(self) -> KeySet | None:
-        """The current key set (possibly stale), or None if none was ever fetched."""
-        return self._current().keyset
+        """The usable key set (fresh, or stale within max-stale), or None."""
+        return _usable(self._current(), time.monotonic())
+
+    def usable(self) -> bool:
+        """Whether this process holds a key set it may verify with (what readiness means)."""
+        return self.keyset is not None
 
     @property
     def last_error(self) -> str | None:
         """Why the most recent fetch failed, if it did."""
         return self._current().last_error
 
-    def get(self, kid: str) -> VerificationKey | None:
-        """Return the key for ``kid``, fetching as the rules allow; None means unknown kid.
+    def current_key(self, kid: str) -> VerificationKey | None:
+        """The usable set's key for ``kid``, without fetching or waiting."""
+        keyset = self.keyset
+        return keyset.keys.get(kid) if keyset is not None else None
 
-        Raises ``FetchError`` when no key set has ever been obtained.
+    def get(self, kid: str) -> VerificationKey | None:
+        """Return the key for ``kid``, waiting for a fetch only as the rules allow.
+
+        None means an unknown kid. Raises ``FetchError`` when no usable key set is held.
         """
         state = self._current()
-        keyset = state.keyset
         now = time.monotonic()
-        if keyset is None:
-            keyset = self._refresh(now, wait=FULL_WAIT)
-            if keyset is None:
-                raise FetchError(state.last_error or "no key set")
-        elif now >= keyset.refresh_at:
-            # Refresh ahead of expiry in the background; once actually stale, give a healthy
-            # issuer a brief chance to answer so removed keys stop working on time, but never
-            # hold requests hostage to a slow one: the last good set is used meanwhile.
-            stale = now >= keyset.fresh_until
-            keyset = self._refresh(now, wait=STALE_WAIT if stale else 0.0) or keyset
+        keyset = _usable(state, now) or self._load(state)
         key = keyset.keys.get(kid)
-        if key is not None:
+        if key is not None or not self._claim_kid_refresh(state, keyset, now):
             return key
-        # Unknown kid: maybe the issuer rotated. At most one refresh per cooldown, counted from
-        # the last successful fetch of any kind (as jose's cooldownDuration), shared by all
-        # threads: those arriving while it runs wait for its answer instead of fetching again.
-        cooldown = self._settings.jwks_cooldown
-        with self._lock:
-            since = max(state.last_kid_refresh, keyset.fetched_at)
-            kid_refresh_due = now - since >= cooldown and state.inflight is None
-            if kid_refresh_due:
-                state.last_kid_refresh = now
-        if kid_refresh_due:
-            refreshed = self._refresh(now, wait=FULL_WAIT, force=True)
-        else:
-            refreshed = self._wait_inflight()
+        self._await_fetch(state, self._kid_wait)
+        refreshed = _usable(state, time.monotonic())
         return refreshed.keys.get(kid) if refreshed is not None else None
 
-    def ensure_loaded(self) -> bool:
-        """Try to obtain a key set if none is held (rate-limited); report whether one is held."""
-        state = self._current()
-        if state.keyset is None:
-            self._refresh(time.monotonic(), wait=FULL_WAIT)
-        return state.keyset is not None
+    # -- waiting on the refresher -----------------------------------------------------------
 
-    # -- fetching --------------------------------------------------------------------------
+    def _load(self, state: _State) -> KeySet:
+        """With nothing usable: wait for a fetch, unless the issuer is known to be failing."""
+        if not state.failing:
+            self._await_fetch(state, self._fetch_budget)
+        keyset = _usable(state, time.monotonic())
+        if keyset is None:
+            raise FetchError(state.last_error or "no key set yet")
+        return keyset
+
+    def _claim_kid_refresh(self, state: _State, keyset: KeySet, now: float) -> bool:
+        """Whether this unknown-kid request is the one refresh allowed now; claims it if so.
+
+        At most one per cooldown, counted from the last successful fetch of any kind (as jose's
+        cooldownDuration), never while a fetch is in flight or the issuer is failing: everyone
+        else gets their answer from the set already held, at once.
+        """
+        with state.lock:
+            allowed = (
+                not state.failing
+                and state.inflight is None
+                and not _cooling_down(state, keyset, now, self._settings.jwks_cooldown)
+            )
+            if allowed:
+                state.last_kid_refresh = now
+        return allowed
+
+    def _await_fetch(self, state: _State, timeout: float) -> None:
+        """Join the fetch in flight, or ask the refresher for one, and wait up to ``timeout``."""
+        with state.lock:
+            event = state.inflight
+            if event is None:
+                event = state.inflight = threading.Event()
+                state.fetch_now = True
+        state.wake.set()
+        event.wait(timeout)
+
+    # -- the refresher ---------------------------------------------------------------------
 
     def _current(self) -> _State:
-        """Return this process's state; a forked child starts empty (fork safety)."""
+        """This process's state, its refresher running; a forked child starts empty."""
         state = self._state
         if state.pid != os.getpid():
-            with self._lock:
+            with _fork_lock:
                 if self._state.pid != os.getpid():
-                    self._lock = threading.Lock()
                     self._state = _State(jwks_uri=self._settings.jwks_uri)
-            state = self._state
+                state = self._state
+        if state.refresher is None:
+            self._start_refresher(state)
         return state
 
-    def _refresh(self, now: float, *, wait: float, force: bool = False) -> KeySet | None:
-        """Start (or join) the single fetch in flight, wait up to ``wait`` s, return the key set.
+    def _start_refresher(self, state: _State) -> None:
+        """Start the daemon thread that fetches for ``state`` (once)."""
+        with state.lock:
+            if state.refresher is not None:
+                return
+            state.refresher = threading.Thread(
+                target=_refresh_loop, args=(weakref.ref(self), state), name="jwks-refresh", daemon=True
+            )
+        # A collected cache wakes its refresher, which then finds the weak reference dead.
+        weakref.finalize(self, state.wake.set)
+        state.refresher.start()
 
-        ``FULL_WAIT`` runs the fetch on the calling thread (nothing usable is cached, or an
-        unknown kid needs it); a finite wait runs it on a background thread.
-        """
-        state = self._current()
-        with self._lock:
-            event = state.inflight
-            leader = event is None
-            if leader:
-                retry_due = now - state.last_attempt >= self._settings.jwks_retry
-                if not (force or retry_due):
-                    return state.keyset
-                event = state.inflight = threading.Event()
-                state.last_attempt = now
-        assert event is not None
-        if leader and wait == FULL_WAIT:
-            self._fetch_into(state, event)
-            return state.keyset
-        if leader:
-            threading.Thread(
-                target=self._fetch_into, args=(state, event), name="jwks-refresh", daemon=True
-            ).start()
-        if wait > 0:
-            event.wait(self._fetch_budget if wait == FULL_WAIT else wait)
-        return state.keyset
+    def _due_in(self, state: _State) -> float:
+        """Seconds until the next fetch; 0 means it is due and now claimed as in flight."""
+        now = time.monotonic()
+        with state.lock:
+            if not state.fetch_now and now < state.next_fetch:
+                return min(state.next_fetch - now, _MAX_SLEEP)
+            state.fetch_now = False
+            if state.inflight is None:
+                state.inflight = threading.Event()
+            return 0.0
 
-    def _wait_inflight(self) -> KeySet | None:
-        """Wait for a fetch that another thread is running, if any."""
-        state = self._current()
-        event = state.inflight
-        if event is not None:
-            event.wait(self._fetch_budget)
-        return state.keyset
-
-    def _fetch_into(self, state: _State, event: threading.Event) -> None:
-        """Fetch the key set and publish it; on failure keep the last good one."""
+    def _fetch_into(self, state: _State) -> None:
+        """Fetch the key set and publish it; on failure keep the last good one. Then report."""
         started = time.monotonic()
         try:
             keys, ttl = self._fetch(state)
-        except FetchError as exc:
-            with self._lock:
-                state.last_error = str(exc)
-            held = len(state.keyset.keys) if state.keyset is not None else 0
-            self._report("error", str(exc), started, held)
+        except Exception as exc:  # any failure is a failed fetch, never a crash
+            error = str(exc) if isinstance(exc, FetchError) else f"unexpected {type(exc).__name__}"
+            if not isinstance(exc, FetchError):
+                log.exception("jwks_fetch_bug")
+            with state.lock:
+                state.failing, state.last_error = True, error
+                state.next_fetch = time.monotonic() + self._retry
+                held = len(state.keyset.keys) if state.keyset is not None else 0
+            event = FetchEvent(self.issuer, "error", error, time.monotonic() - started, held)
         else:
             now = time.monotonic()
-            refresh_at = now + ttl - min(ttl * 0.1, 30.0)
-            with self._lock:
-                state.keyset = KeySet(keys, now, now + ttl, refresh_at)
-                state.last_error = None
-            self._report("success", None, started, len(keys))
+            fresh_until = now + ttl
+            keyset = KeySet(
+                keys,
+                fetched_at=now,
+                fresh_until=fresh_until,
+                refresh_at=fresh_until - min(ttl * _REFRESH_LEAD, _REFRESH_LEAD_MAX),
+                usable_until=fresh_until + self._settings.jwks_max_stale,
+            )
+            with state.lock:
+                state.keyset, state.failing, state.last_error = keyset, False, None
+                state.next_fetch = keyset.refresh_at
+            event = FetchEvent(self.issuer, "success", None, now - started, len(keys))
+        try:
+            self._on_fetch(event)
+        except Exception:
+            # A broken callback must not stop the refresher or fail the request that waited.
+            log.exception("jwks_on_fetch_failed")
         finally:
-            with self._lock:
-                state.inflight = None
-            event.set()
+            with state.lock:
+                done, state.inflight = state.inflight, None
+            if done is not None:
+                done.set()
 
-    def _report(self, outcome: str, error: str | None, started: float, keys: int) -> None:
-        """Tell ``on_fetch`` how a fetch ended."""
-        duration = time.monotonic() - started
-        self._on_fetch(FetchEvent(self.issuer, outcome, error, duration, keys))
+    # -- fetching --------------------------------------------------------------------------
 
     def _fetch(self, state: _State) -> tuple[dict[str, VerificationKey], float]:
         """Resolve the JWKS URI (discovery, then Auth0's fixed path) and fetch the keys."""
@@ -272,10 +343,10 @@ class JWKSCache:
             body, _ = self._get(discovery_url(issuer))
             doc = json.loads(body)
         except FetchError as exc:
-            if "HTTP 404" not in str(exc):
+            if not _is_not_found(exc):
                 raise
             return fallback_jwks_url(issuer)
-        except ValueError:
+        except (ValueError, RecursionError):
             return fallback_jwks_url(issuer)
         if not isinstance(doc, dict):
             return fallback_jwks_url(issuer)
@@ -295,36 +366,107 @@ class JWKSCache:
         if not url.startswith(_SCHEMES):
             raise FetchError("refusing a non-http(s) URL")
         limit = self._settings.jwks_max_bytes
+        timeout = self._settings.http_timeout
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self._settings.http_timeout) as response:
-                body = response.read(limit + 1)
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = _read_capped(response, limit, time.monotonic() + timeout)
                 cache_control = response.headers.get("Cache-Control", "")
         except urllib.error.HTTPError as exc:
-            raise FetchError(f"HTTP {exc.code} from {url}") from None
+            raise FetchError(f"HTTP {exc.code} from {url}", status=exc.code) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise FetchError(f"cannot reach {url}: {reason}") from None
-        if len(body) > limit:
+        if body is None:
             raise FetchError(f"response from {url} exceeds {limit} bytes")
         match = _MAX_AGE.search(cache_control)
         return body, int(match.group(1)) if match else None
+
+
+def _refresh_loop(ref: weakref.ReferenceType[JWKSCache], state: _State) -> None:
+    """The refresher: fetch whenever due, until the cache is collected or replaced by a fork."""
+    while True:
+        cache = ref()
+        if cache is None or cache._state is not state:
+            return
+        delay = cache._due_in(state)
+        if delay <= 0:
+            cache._fetch_into(state)
+        del cache  # hold no strong reference while asleep
+        if delay > 0:
+            state.wake.wait(delay)
+            state.wake.clear()
+
+
+def _read_capped(response: Any, limit: int, deadline: float) -> bytes | None:
+    """Read at most ``limit`` bytes before ``deadline``; None if the body is larger.
+
+    The socket timeout bounds each read; the deadline bounds a server that dribbles bytes.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := response.read1(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise OSError("body not received within the timeout")
+    return b"".join(chunks)
+
+
+# -- small predicates on the cache state ------------------------------------------------------
+
+
+def _usable(state: _State, now: float) -> KeySet | None:
+    """The held set if it is still usable; a set past max-stale is dropped."""
+    keyset = state.keyset
+    if keyset is None or now < keyset.usable_until:
+        return keyset
+    with state.lock:
+        if state.keyset is keyset:
+            state.keyset = None
+    return None
+
+
+def _cooling_down(state: _State, keyset: KeySet, now: float, cooldown: float) -> bool:
+    """Whether an unknown kid came too soon after the last fetch to refresh again."""
+    return now - max(state.last_kid_refresh, keyset.fetched_at) < cooldown
+
+
+def _is_not_found(exc: FetchError) -> bool:
+    """A 404 from discovery: the issuer publishes no OIDC metadata (Auth0's fixed path then)."""
+    return exc.status == 404
+
+
+# -- parsing the JWKS -------------------------------------------------------------------------
 
 
 def parse_jwks(body: bytes, algorithms: tuple[str, ...]) -> dict[str, VerificationKey]:
     """Import the usable public signing keys of a JWKS document (RFC 7517 §5)."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FetchError("JWKS is not valid JSON") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+    entries = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
         raise FetchError("JWKS has no 'keys' array")
     wanted_kty = {key_type_for(a) for a in algorithms}
     keys: dict[str, VerificationKey] = {}
-    for entry in doc["keys"]:
+    ambiguous: set[str] = set()
+    for entry in entries:
         key = _usable_key(entry, wanted_kty, algorithms)
-        if key is not None and entry["kid"] not in keys:
-            keys[entry["kid"]] = VerificationKey.of(key)
+        if key is None:
+            continue
+        kid = entry["kid"]
+        held = keys.get(kid)
+        if held is None and kid not in ambiguous:
+            keys[kid] = VerificationKey.of(key)
+        elif held is not None and held.key.thumbprint() != key.thumbprint():
+            # RFC 7517 §4.5: distinct keys get distinct kids. Two keys under one kid leave it
+            # unclear which one a token means, so neither verifies anything.
+            del keys[kid]
+            ambiguous.add(kid)
     if not keys:
         raise FetchError("JWKS holds no usable signing key")
     return keys
@@ -332,22 +474,64 @@ def parse_jwks(body: bytes, algorithms: tuple[str, ...]) -> dict[str, Verificati
 
 def _usable_key(entry: Any, wanted_kty: set[str], algorithms: tuple[str, ...]) -> Key | None:
     """Return the imported key if the JWK is a public signing key we may use, else None."""
-    if not isinstance(entry, dict):
+    if not (
+        isinstance(entry, dict)
+        and _has_kid(entry)
+        and _is_wanted_type(entry, wanted_kty)
+        and _is_for_signatures(entry)
+        and _alg_is_allowed(entry, algorithms)
+        and not _has_private_members(entry)
+    ):
         return None
-    kid = entry.get("kid")
-    if not isinstance(kid, str) or not kid or entry.get("kty") not in wanted_kty:
-        return None
-    if entry.get("use", "sig") != "sig":
-        return None
-    if "alg" in entry and entry["alg"] not in algorithms:
-        return None
-    # A private member in a published JWKS is a misconfiguration; never hold private keys.
-    if any(member in entry for member in ("d", "p", "q", "dp", "dq", "qi", "k")):
-        return None
-    try:
-        key = import_key(entry)
-    except (JoseError, ValueError, TypeError):
-        return None
-    if entry.get("kty") == "RSA" and key.public_key.key_size < 2048:
+    key = _import(entry)
+    if key is None or _is_too_weak(key):
         return None
     return key
+
+
+def _has_kid(entry: dict[str, Any]) -> bool:
+    """A non-empty string kid: tokens name their key by it."""
+    kid = entry.get("kid")
+    return isinstance(kid, str) and bool(kid)
+
+
+def _is_wanted_type(entry: dict[str, Any], wanted_kty: set[str]) -> bool:
+    """A key type one of the allowed algorithms can use (RFC 7518 §6.1)."""
+    kty = entry.get("kty")
+    return isinstance(kty, str) and kty in wanted_kty
+
+
+def _is_for_signatures(entry: dict[str, Any]) -> bool:
+    """``use`` absent or "sig" (RFC 7517 §4.2), ``key_ops`` absent or allowing "verify" (§4.3)."""
+    ops = entry.get("key_ops")
+    return entry.get("use", "sig") == "sig" and (
+        ops is None or (isinstance(ops, list) and "verify" in ops)
+    )
+
+
+def _alg_is_allowed(entry: dict[str, Any], algorithms: tuple[str, ...]) -> bool:
+    """No pinned ``alg``, or an allowed one that fits the key type (RFC 7517 §4.4)."""
+    if "alg" not in entry:
+        return True
+    alg = entry["alg"]
+    return isinstance(alg, str) and alg in algorithms and key_type_for(alg) == entry["kty"]
+
+
+def _has_private_members(entry: dict[str, Any]) -> bool:
+    """A private member in a published JWKS is a misconfiguration; never hold private keys."""
+    return any(member in entry for member in _PRIVATE_MEMBERS)
+
+
+def _import(entry: dict[str, Any]) -> Key | None:
+    """The joserfc key for a JWK, or None if it cannot be imported."""
+    try:
+        return import_key(entry)
+    except Exception:
+        # joserfc reports bad members as JoseError, ValueError, TypeError or KeyError (an
+        # unknown curve) depending on which one is wrong: whatever it says, the key is unusable.
+        return None
+
+
+def _is_too_weak(key: Key) -> bool:
+    """RSA keys under 2048 bits (RFC 7518 §3.3)."""
+    return key.key_type == "RSA" and key.public_key.key_size < 2048

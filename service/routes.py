@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from typing import Any
 
@@ -12,6 +10,7 @@ from flask import Flask
 from flask import current_app
 from flask import jsonify
 
+from .auth import jwks_caches
 from .auth import require_auth
 from .config import REQUIRED_PERMISSION
 from .jwks import JWKSCache
@@ -57,47 +56,17 @@ def healthz():
 
 @health.get("/readyz")
 def readyz():
-    """Readiness: this worker holds usable keys (stale is fine) for at least one trusted issuer."""
-    caches = current_app.extensions["auth_verifier"].caches
-    _load_missing(caches)
-    issuers = [_issuer_state(cache) for cache in caches]
+    """Readiness: this worker holds usable keys (stale within max-stale) for a trusted issuer.
+
+    Only asks the caches: every worker fetches in the background from start, so this never
+    fetches or waits. One issuer's outage does not fail the readiness of an instance that can
+    still verify the others' tokens.
+    """
+    issuers = [_issuer_state(cache) for cache in jwks_caches(current_app)]
     keys = sum(state["keys"] for state in issuers)
     if any(state["keys"] for state in issuers):
         return jsonify(status="ready", keys=keys, issuers=issuers)
-    return jsonify(status="unavailable", reason="no signing keys yet", issuers=issuers), 503
-
-
-def _load_missing(caches: tuple[JWKSCache, ...]) -> None:
-    """Load every issuer that has no keys, in parallel; wait only until one issuer has keys.
-
-    Waiting on an unreachable issuer while another can already verify tokens would make one
-    issuer's outage fail the whole instance's readiness.
-    """
-    missing = [cache for cache in caches if cache.keyset is None]
-    if not missing:
-        return
-    if len(caches) == 1:
-        caches[0].ensure_loaded()
-        return
-    loaded: queue.SimpleQueue[bool] = queue.SimpleQueue()
-    for cache in missing:
-        threading.Thread(
-            target=_load_into, args=(cache, loaded), name="jwks-readyz", daemon=True
-        ).start()
-    if len(missing) < len(caches):
-        return  # an issuer already has keys: answer now, the others load meanwhile
-    for _ in missing:
-        if loaded.get():  # every loader answers within the fetch timeouts (AUTH0_HTTP_TIMEOUT)
-            return
-
-
-def _load_into(cache: JWKSCache, loaded: queue.SimpleQueue[bool]) -> None:
-    """Load one issuer's keys and report whether it holds some."""
-    ok = False
-    try:
-        ok = cache.ensure_loaded()
-    finally:
-        loaded.put(ok)
+    return jsonify(status="unavailable", reason="no usable signing keys", issuers=issuers), 503
 
 
 def _issuer_state(cache: JWKSCache) -> dict[str, Any]:

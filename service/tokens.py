@@ -213,15 +213,12 @@ class TokenVerifier:
     def _still_valid(self, token: AccessToken | _CompactToken) -> bool:
         """Whether the full check would still accept a cached token now.
 
-        The key that verified it must still be the current one for its kid (each fetch makes
-        new key objects, so this also ends it when the key set is replaced) and that key set
-        must be fresh; the token must be unexpired.
+        The key that verified it must still be the one the usable key set holds for its kid:
+        each fetch makes new key objects, so a refresh (which drops removed keys) or a set past
+        max-stale ends the entry. The token must be unexpired.
         """
-        keyset = self._caches[token.issuer].keyset
         return (
-            keyset is not None
-            and keyset.keys.get(token.kid) is token.key
-            and time.monotonic() < keyset.fresh_until
+            self._caches[token.issuer].current_key(token.kid) is token.key
             and time.time() < token.expires_at + token.leeway
         )
 

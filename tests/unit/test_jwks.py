@@ -1,8 +1,9 @@
-"""The JWKS cache against a real local issuer: TTL, cooldown, single flight, outages, bad documents."""
+"""The JWKS cache against a real local issuer: refresh, cooldown, waits, outages, max-stale."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -11,7 +12,9 @@ import pytest
 from service.jwks import FetchError
 from service.jwks import FetchEvent
 from service.jwks import JWKSCache
+from service.jwks import parse_jwks
 from tests.appkit import settings_for
+from tests.helpers import eventually
 from tests.issuer import LocalIssuer
 
 
@@ -19,6 +22,19 @@ def cache_for(issuer: LocalIssuer, fetches: list[str] | None = None, **env: str)
     """A cache wired to the issuer, recording fetch outcomes."""
     record = fetches if fetches is not None else []
     return JWKSCache(settings_for(issuer, **env), on_fetch=lambda event: record.append(event.outcome))
+
+
+def timed(fn, *args):
+    """Call fn(*args); return (result or the exception raised, seconds it took)."""
+    started = time.monotonic()
+    try:
+        result = fn(*args)
+    except Exception as exc:  # the caller asserts on what came back
+        result = exc
+    return result, time.monotonic() - started
+
+
+# -- refresh schedule --------------------------------------------------------------------------
 
 
 def test_known_kid_costs_one_fetch_per_ttl() -> None:
@@ -30,14 +46,22 @@ def test_known_kid_costs_one_fetch_per_ttl() -> None:
         assert issuer.discovery_fetches == 1
 
 
-def test_stale_key_set_is_refreshed_without_dropping_it() -> None:
+def test_start_fetches_in_the_background_without_any_request() -> None:
     with LocalIssuer() as issuer:
-        cache = cache_for(issuer, AUTH0_JWKS_TTL="1")
-        kid = issuer.current_key.kid
-        assert cache.get(kid) is not None
-        time.sleep(1.1)
-        assert cache.get(kid) is not None
-        assert issuer.wait_for_fetches(2)
+        cache = cache_for(issuer)
+        cache.start()
+        assert eventually(cache.usable, timeout=5)
+        assert issuer.jwks_fetches == 1
+
+
+def test_good_set_is_refreshed_before_it_expires_without_traffic_whatever_the_retry() -> None:
+    with LocalIssuer() as issuer:
+        cache = cache_for(issuer, AUTH0_JWKS_TTL="1", AUTH0_JWKS_RETRY="30")
+        first = cache.get(issuer.current_key.kid)
+        assert issuer.wait_for_fetches(3, timeout=3.5), issuer.jwks_fetches
+        keyset = cache.keyset
+        assert keyset is not None and time.monotonic() < keyset.fresh_until
+        assert cache.current_key(issuer.current_key.kid) is not first
 
 
 @pytest.mark.parametrize(
@@ -53,27 +77,43 @@ def test_cache_control_max_age_caps_but_never_extends_the_ttl(cache_control: str
         assert keyset is not None and keyset.fresh_until - keyset.fetched_at == pytest.approx(expected_ttl)
 
 
+def test_removed_key_stops_verifying_within_ttl_plus_one_round_trip() -> None:
+    with LocalIssuer() as issuer:
+        cache = cache_for(issuer, AUTH0_JWKS_TTL="1", AUTH0_JWKS_COOLDOWN="30")
+        old = issuer.current_key
+        assert cache.get(old.kid) is not None
+        issuer.rotate(keep_old=False)
+        time.sleep(1.3)
+        assert cache.current_key(old.kid) is None
+        assert cache.get(old.kid) is None
+
+
+# -- unknown kids ----------------------------------------------------------------------------
+
+
 def test_unknown_kid_flood_causes_one_fetch_per_cooldown_single_flight() -> None:
     with LocalIssuer() as issuer:
         cache = cache_for(issuer, AUTH0_JWKS_COOLDOWN="1")
         cache.get(issuer.current_key.kid)
         time.sleep(1.1)  # the cooldown counts from the last fetch
         issuer.reset_counts()
-        issuer.delay = 0.2  # keep the refresh in flight while the flood arrives
-        results: list[object] = []
+        issuer.delay = 0.5  # keep the refresh in flight while the flood arrives
+        results: list[tuple[object, float]] = []
         barrier = threading.Barrier(100)
 
         def attempt(i: int) -> None:
             barrier.wait()
-            results.append(cache.get(f"random-{i}"))
+            results.append(timed(cache.get, f"random-{i}"))
 
         threads = [threading.Thread(target=attempt, args=(i,)) for i in range(100)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert results == [None] * 100
+        assert [found for found, _ in results] == [None] * 100
         assert issuer.jwks_fetches == 1
+        # Only the request that claimed the refresh waited for it; the others answered at once.
+        assert sorted(elapsed for _, elapsed in results)[-2] < 0.4
         issuer.delay = 0
         assert cache.get("another-random") is None
         assert issuer.jwks_fetches == 1
@@ -97,6 +137,34 @@ def test_rotated_key_is_found_by_an_unknown_kid_refresh() -> None:
         assert cache.get(new.kid) is not None
 
 
+def test_unknown_kid_refresh_waits_at_most_the_http_timeout() -> None:
+    with LocalIssuer() as issuer:
+        env = {"AUTH0_JWKS_URI": issuer.jwks_uri, "AUTH0_JWKS_COOLDOWN": "0", "AUTH0_HTTP_TIMEOUT": "0.5"}
+        cache = cache_for(issuer, **env)
+        cache.get(issuer.current_key.kid)
+        issuer.delay = 3
+        found, elapsed = timed(cache.get, "unknown")
+        assert found is None
+        assert 0.4 < elapsed < 1.5, elapsed
+
+
+def test_unknown_kid_while_the_issuer_fails_is_answered_at_once_without_a_fetch() -> None:
+    with LocalIssuer() as issuer:
+        fetches: list[str] = []
+        cache = cache_for(issuer, fetches, AUTH0_JWKS_TTL="1", AUTH0_JWKS_COOLDOWN="0", AUTH0_JWKS_RETRY="30")
+        cache.get(issuer.current_key.kid)
+        issuer.serve_raw(b"down", 503)
+        assert eventually(lambda: "error" in fetches, timeout=3)
+        before = issuer.jwks_fetches
+        for i in range(20):
+            found, elapsed = timed(cache.get, f"unknown-{i}")
+            assert found is None and elapsed < 0.1
+        assert issuer.jwks_fetches == before
+
+
+# -- outages, waits and max-stale ---------------------------------------------------------------
+
+
 def test_issuer_outage_keeps_the_last_good_keys_and_counts_the_failure() -> None:
     with LocalIssuer() as issuer:
         fetches: list[str] = []
@@ -109,63 +177,73 @@ def test_issuer_outage_keeps_the_last_good_keys_and_counts_the_failure() -> None
             assert cache.get(kid) is not None
             time.sleep(0.05)
         assert "error" in fetches
-        assert cache.last_error is not None
+        assert cache.last_error is not None and cache.usable()
 
 
-def test_issuer_down_at_start_raises_then_recovers() -> None:
+def test_hanging_issuer_never_makes_a_request_wait_while_keys_are_usable() -> None:
+    with LocalIssuer() as issuer:
+        cache = cache_for(issuer, AUTH0_JWKS_TTL="1", AUTH0_JWKS_COOLDOWN="0", AUTH0_HTTP_TIMEOUT="1")
+        kid = issuer.current_key.kid
+        cache.get(kid)
+        issuer.delay = 30
+        time.sleep(1.2)  # stale now, the refresh hanging in flight
+        slowest = 0.0
+        for i in range(200):
+            found, elapsed = timed(cache.get, kid if i % 2 else f"unknown-{i}")
+            slowest = max(slowest, elapsed)
+            assert (found is not None) == bool(i % 2)
+        assert slowest < 0.1, slowest
+        issuer.delay = 0
+
+
+def test_issuer_down_at_start_raises_then_recovers_by_itself() -> None:
     with LocalIssuer() as issuer:
         issuer.go_down()
-        cache = cache_for(issuer)
+        cache = cache_for(issuer, AUTH0_JWKS_RETRY="0.2")
         with pytest.raises(FetchError):
             cache.get(issuer.current_key.kid)
-        assert cache.ensure_loaded() is False
+        assert not cache.usable()
         issuer.come_up()
-        assert cache.ensure_loaded() is True
+        assert eventually(cache.usable, timeout=3)
         assert cache.get(issuer.current_key.kid) is not None
 
 
-def test_failed_fetches_are_retried_at_most_every_retry_interval() -> None:
+def test_while_the_issuer_is_known_to_fail_a_request_with_no_keys_gets_its_answer_at_once() -> None:
     with LocalIssuer() as issuer:
         issuer.serve_raw(b"oops", 500)
         cache = cache_for(issuer, AUTH0_JWKS_URI=issuer.jwks_uri, AUTH0_JWKS_RETRY="30")
+        with pytest.raises(FetchError):
+            cache.get(issuer.current_key.kid)
         for _ in range(20):
-            with pytest.raises(FetchError):
-                cache.get(issuer.current_key.kid)
+            failure, elapsed = timed(cache.get, issuer.current_key.kid)
+            assert isinstance(failure, FetchError) and elapsed < 0.1
         assert issuer.jwks_fetches == 1
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"not json",
-        b"[]",
-        b'{"keys": "x"}',
-        b'{"keys": []}',
-        b'{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}',
-        b'{"keys": [{"kty": "RSA", "kid": "x", "n": "AQAB", "e": "AQAB"}]}',
-        b"{" * 100_000,
-        b'{"keys": [' + b'{"kty": "EC"},' * 30_000 + b"{}]}",
-    ],
-)
-def test_unusable_jwks_is_a_failed_fetch_not_a_crash(body: bytes) -> None:
+def test_first_request_waits_for_the_first_fetch_within_the_fetch_budget() -> None:
     with LocalIssuer() as issuer:
-        issuer.serve_raw(body, 200, {"Content-Type": "application/json"})
-        fetches: list[str] = []
-        cache = cache_for(issuer, fetches, AUTH0_JWKS_URI=issuer.jwks_uri)
+        issuer.delay = 0.3
+        cache = cache_for(issuer)
+        assert cache.get(issuer.current_key.kid) is not None
+
+
+def test_key_set_past_max_stale_is_dropped_until_a_fetch_succeeds() -> None:
+    with LocalIssuer() as issuer:
+        cache = cache_for(issuer, AUTH0_JWKS_TTL="1", AUTH0_JWKS_MAX_STALE="1", AUTH0_JWKS_RETRY="0.2")
+        kid = issuer.current_key.kid
+        cache.get(kid)
+        fetched = cache.keyset.fetched_at
+        issuer.serve_raw(b"broken", 500)
+        time.sleep(max(0.0, fetched + 1.5 - time.monotonic()))
+        assert cache.usable() and cache.get(kid) is not None  # stale, within max-stale
+        time.sleep(max(0.0, fetched + 2.2 - time.monotonic()))
+        assert not cache.usable()
+        assert cache.current_key(kid) is None
         with pytest.raises(FetchError):
-            cache.get("whatever")
-        assert fetches == ["error"]
-
-
-def test_jwks_keys_with_private_members_or_enc_use_are_ignored() -> None:
-    with LocalIssuer() as issuer:
-        good = issuer.current_key.public_jwk
-        enc = {**issuer.new_key().public_jwk, "use": "enc"}
-        private = {**issuer.new_key().public_jwk, "d": "AQAB"}
-        issuer.serve_raw(json.dumps({"keys": [good, enc, private]}).encode(), 200, {})
-        cache = cache_for(issuer, AUTH0_JWKS_URI=issuer.jwks_uri)
-        assert cache.get(good["kid"]) is not None
-        assert set(cache.keyset.keys) == {good["kid"]}
+            cache.get(kid)
+        issuer.serve_raw(None)
+        assert eventually(cache.usable, timeout=3)
+        assert cache.get(kid) is not None
 
 
 def test_fetch_honours_the_timeout() -> None:
@@ -178,42 +256,223 @@ def test_fetch_honours_the_timeout() -> None:
         assert time.monotonic() - started < 2.5
 
 
-def test_discovery_falls_back_to_the_auth0_jwks_path() -> None:
+def test_a_raising_fetch_callback_does_not_stop_the_refresher() -> None:
+    with LocalIssuer() as issuer:
+
+        def broken(event: FetchEvent) -> None:
+            raise RuntimeError("callback bug")
+
+        cache = JWKSCache(settings_for(issuer, AUTH0_JWKS_TTL="1"), on_fetch=broken)
+        assert cache.get(issuer.current_key.kid) is not None
+        assert issuer.wait_for_fetches(2, timeout=3)
+
+
+# -- hostile documents ---------------------------------------------------------------------------
+
+GOOD = "good"
+
+
+def _good_entry(issuer: LocalIssuer) -> dict:
+    """The issuer's current public JWK under the kid GOOD."""
+    return {**issuer.current_key.public_jwk, "kid": GOOD}
+
+
+_SPARE: list[dict] = []
+
+
+def _rsa(issuer: LocalIssuer, **members: object) -> dict:
+    """A real (unpublished) RSA public JWK with members overridden (None removes one)."""
+    if not _SPARE:
+        _SPARE.append(issuer.new_key().public_jwk)
+    entry: dict = {**_SPARE[0], "kid": "hostile"}
+    for name, value in members.items():
+        if value is None:
+            entry.pop(name, None)
+        else:
+            entry[name] = value
+    return entry
+
+
+#: An EC entry instead of the RSA one (the RSA members removed).
+EC = {"kty": "EC", "alg": None, "n": None, "e": None}
+
+#: Entries that must be skipped while the valid key next to them keeps working.
+HOSTILE_ENTRIES = {
+    "kty_list": {"kty": ["RSA"]},
+    "kty_dict": {"kty": {"RSA": 1}},
+    "kty_null": {"kty": None},
+    "kty_symmetric": {"kty": "oct", "k": "c2VjcmV0"},
+    "kid_int": {"kid": 7},
+    "kid_list": {"kid": ["a"]},
+    "kid_empty": {"kid": ""},
+    "use_list": {"use": ["sig"]},
+    "use_enc": {"use": "enc"},
+    "key_ops_string": {"key_ops": "verify"},
+    "key_ops_encrypt": {"key_ops": ["encrypt"]},
+    "alg_list": {"alg": ["RS256"]},
+    "alg_hmac": {"alg": "HS256"},
+    "alg_for_another_kty": {"alg": "ES256"},
+    "n_int": {"n": 12345},
+    "n_nested": {"n": [[["AQAB"]]]},
+    "n_missing": {"n": None},
+    "e_dict": {"e": {"v": "AQAB"}},
+    "n_not_base64": {"n": "%%%"},
+    "private_d": {"d": "AQAB"},
+    "private_oth": {"oth": []},
+    "rsa_1024": "rsa_1024",
+    "ec_curve_list": {**EC, "crv": ["P-256"], "x": "AA", "y": "AA"},
+    "ec_unknown_curve": {**EC, "crv": "P-999", "x": "AA", "y": "AA"},
+    "ec_coordinates_int": {**EC, "crv": "P-256", "x": 1, "y": 2},
+    "null": None,
+    "string": "RSA",
+    "number": 1,
+    "list": [{"kty": "RSA"}],
+    "deep": "deep",
+}
+
+
+def _hostile_entry(issuer: LocalIssuer, name: str) -> object:
+    """The named hostile entry, built around a real key where it needs one."""
+    spec = HOSTILE_ENTRIES[name]
+    if name == "rsa_1024":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from tests.issuer import Key
+
+        weak = Key("weak", rsa.generate_private_key(public_exponent=65537, key_size=1024))
+        return weak.public_jwk
+    if name == "deep":
+        return json.loads("[" * 500 + "]" * 500)
+    if isinstance(spec, dict):
+        return _rsa(issuer, **spec)
+    return spec
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_ENTRIES))
+def test_malformed_entry_is_skipped_and_the_valid_key_beside_it_still_works(
+    module_issuer: LocalIssuer, name: str
+) -> None:
+    doc = {"keys": [_hostile_entry(module_issuer, name), _good_entry(module_issuer)]}
+    keys = parse_jwks(json.dumps(doc).encode(), ("RS256", "ES256"))
+    assert set(keys) == {GOOD}
+    published = module_issuer.current_key.private.public_key()
+    assert keys[GOOD].native.public_numbers() == published.public_numbers()
+
+
+#: Documents that must be an ordinary failed fetch: counted, and never a crash.
+HOSTILE_DOCUMENTS = {
+    "not_json": b"not json",
+    "invalid_utf8": b'{"keys": ["\xff\xfe"]}',
+    "top_level_list": b"[]",
+    "top_level_string": b'"keys"',
+    "top_level_null": b"null",
+    "keys_string": b'{"keys": "x"}',
+    "keys_object": b'{"keys": {"kty": "RSA"}}',
+    "keys_null": b'{"keys": null}',
+    "keys_empty": b'{"keys": []}',
+    "only_symmetric": b'{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}',
+    "only_weak_rsa": b'{"keys": [{"kty": "RSA", "kid": "x", "n": "AQAB", "e": "AQAB"}]}',
+    "unclosed_braces": b"{" * 100_000,
+    "deeply_nested_arrays": b"[" * 100_000 + b"]" * 100_000,
+    "deeply_nested_in_keys": b'{"keys": ' + b"[" * 60_000 + b"]" * 60_000 + b"}",
+    "huge_array_of_junk": b'{"keys": [' + b'{"kty": "EC"},' * 15_000 + b"{}]}",
+    "huge_array_of_nulls": b'{"keys": [' + b"null," * 40_000 + b"null]}",
+    "huge_integer": b'{"keys": [' + b"9" * 10_000 + b"]}",
+    "over_the_size_cap": b'{"keys": [], "pad": "' + b"x" * 300_000 + b'"}',
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_DOCUMENTS))
+def test_malformed_document_is_a_failed_fetch_that_keeps_the_last_good_set(name: str) -> None:
+    with LocalIssuer() as issuer:
+        fetches: list[str] = []
+        cache = cache_for(issuer, fetches, AUTH0_JWKS_URI=issuer.jwks_uri, AUTH0_JWKS_COOLDOWN="0")
+        kid = issuer.current_key.kid
+        assert cache.get(kid) is not None
+        issuer.serve_raw(HOSTILE_DOCUMENTS[name], 200, {"Content-Type": "application/json"})
+        assert cache.get("unknown-kid") is None  # the refresh this allows fetches the hostile body
+        assert fetches == ["success", "error"]
+        assert cache.get(kid) is not None and cache.usable()
+        assert cache.last_error and "unexpected" not in cache.last_error
+
+
+@pytest.mark.parametrize("name", ["not_json", "keys_null", "deeply_nested_arrays", "huge_array_of_junk"])
+def test_malformed_document_with_nothing_cached_is_a_failed_fetch(name: str) -> None:
+    with LocalIssuer() as issuer:
+        issuer.serve_raw(HOSTILE_DOCUMENTS[name], 200, {"Content-Type": "application/json"})
+        fetches: list[str] = []
+        cache = cache_for(issuer, fetches, AUTH0_JWKS_URI=issuer.jwks_uri, AUTH0_JWKS_RETRY="30")
+        with pytest.raises(FetchError):
+            cache.get("whatever")
+        assert fetches == ["error"]
+
+
+def test_duplicate_kid_with_the_same_key_is_kept_once() -> None:
+    with LocalIssuer() as issuer:
+        good = _good_entry(issuer)
+        issuer.serve_raw(json.dumps({"keys": [good, dict(good)]}).encode(), 200, {})
+        cache = cache_for(issuer, AUTH0_JWKS_URI=issuer.jwks_uri)
+        assert cache.get(GOOD) is not None
+        assert set(cache.keyset.keys) == {GOOD}
+
+
+def test_duplicate_kid_naming_two_different_keys_verifies_with_neither() -> None:
+    with LocalIssuer() as issuer:
+        other = issuer.new_key()
+        twins = [{**issuer.new_key().public_jwk, "kid": "twin"} for _ in range(3)]
+        doc = {"keys": [*twins, {**other.public_jwk, "kid": "other"}]}
+        issuer.serve_raw(json.dumps(doc).encode(), 200, {})
+        cache = cache_for(issuer, AUTH0_JWKS_URI=issuer.jwks_uri)
+        assert cache.get("twin") is None
+        assert set(cache.keyset.keys) == {"other"}
+
+
+def test_mixed_valid_and_invalid_entries_keep_every_valid_key() -> None:
+    with LocalIssuer() as issuer:
+        valid = [issuer.new_key().public_jwk for _ in range(3)]
+        junk = [_hostile_entry(issuer, name) for name in ("kty_list", "n_int", "null", "deep", "use_enc")]
+        mixed = [entry for pair in zip(valid, junk, strict=False) for entry in pair] + junk[len(valid) :]
+        issuer.serve_raw(json.dumps({"keys": mixed}).encode(), 200, {})
+        cache = cache_for(issuer, AUTH0_JWKS_URI=issuer.jwks_uri)
+        cache.start()
+        assert eventually(cache.usable, timeout=3)
+        assert set(cache.keyset.keys) == {entry["kid"] for entry in valid}
+
+
+# -- discovery, callback, fork --------------------------------------------------------------------
+
+
+def test_discovery_falls_back_to_the_auth0_jwks_path_on_404() -> None:
     with LocalIssuer() as issuer:
         issuer.serve_raw_discovery(b"{}", 404)
         cache = cache_for(issuer)
         assert cache.get(issuer.current_key.kid) is not None
 
 
+def test_discovery_server_error_is_a_failed_fetch_not_a_fallback() -> None:
+    with LocalIssuer() as issuer:
+        issuer.serve_raw_discovery(b"{}", 500)
+        cache = cache_for(issuer, AUTH0_JWKS_RETRY="30")
+        with pytest.raises(FetchError, match="HTTP 500"):
+            cache.get(issuer.current_key.kid)
+        assert issuer.jwks_fetches == 0
+
+
 def test_discovery_naming_another_issuer_is_refused() -> None:
     with LocalIssuer() as issuer:
         doc = {**issuer.discovery(), "issuer": "https://evil.example/"}
         issuer.serve_raw_discovery(json.dumps(doc).encode(), 200)
-        cache = cache_for(issuer)
+        cache = cache_for(issuer, AUTH0_JWKS_RETRY="30")
         with pytest.raises(FetchError):
             cache.get(issuer.current_key.kid)
         assert issuer.jwks_fetches == 0
 
 
-def test_forked_child_starts_with_an_empty_cache() -> None:
-    import os
-
-    with LocalIssuer() as issuer:
-        cache = cache_for(issuer)
-        cache.get(issuer.current_key.kid)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: must not reuse the parent's state or lock
-            os.write(write, b"1" if cache.keyset is None else b"0")
-            os._exit(0)
-        os.waitpid(pid, 0)
-        assert os.read(read, 1) == b"1"
-
-
 def test_on_fetch_receives_one_event_per_fetch_with_issuer_outcome_duration_and_key_count() -> None:
     with LocalIssuer() as issuer:
         events: list[FetchEvent] = []
-        settings = settings_for(issuer, AUTH0_JWKS_URI=issuer.jwks_uri, AUTH0_JWKS_COOLDOWN="0")
+        env = {"AUTH0_JWKS_URI": issuer.jwks_uri, "AUTH0_JWKS_COOLDOWN": "0", "AUTH0_JWKS_RETRY": "30"}
+        settings = settings_for(issuer, **env)
         cache = JWKSCache(settings, issuer=issuer.url, on_fetch=events.append)
         cache.get(issuer.current_key.kid)
         issuer.go_down()
@@ -224,3 +483,18 @@ def test_on_fetch_receives_one_event_per_fetch_with_issuer_outcome_duration_and_
         ]
         assert events[0].error is None and events[1].error
         assert all(0 <= e.duration < 5 for e in events)
+
+
+def test_forked_child_starts_with_an_empty_cache_and_fetches_its_own() -> None:
+    with LocalIssuer() as issuer:
+        cache = cache_for(issuer)
+        cache.get(issuer.current_key.kid)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: must not reuse the parent's state, lock or refresher
+            found = cache.get(issuer.current_key.kid) is not None
+            os.write(write, b"1" if found else b"0")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(read, 1) == b"1"
+        assert issuer.jwks_fetches == 2

@@ -6,6 +6,7 @@ import pytest
 
 from tests.appkit import bearer
 from tests.appkit import client_for
+from tests.helpers import eventually
 from tests.issuer import LocalIssuer
 
 
@@ -139,7 +140,7 @@ def test_keys_unavailable_is_503_with_retry_after_not_401() -> None:
         assert response.headers["Retry-After"].isdigit()
         assert response.get_json()["error"] == "temporarily_unavailable"
         issuer.come_up()
-        assert client.get("/readyz").status_code == 200
+        assert eventually(lambda: client.get("/readyz").status_code == 200, timeout=3)
         assert client.get("/api/private", headers=bearer(token)).status_code == 200
 
 
