@@ -239,7 +239,8 @@ class Server:
         for pid in self.workers():
             out[pid] = 0.0
             path = self.metrics_dir / f"counter_{pid}.db"
-            if not path.exists():
+            # A worker creates its file empty, then sizes it: until then it holds no counts.
+            if not path.exists() or path.stat().st_size < 8:
                 continue
             # prometheus_client's public reader merges a directory: give it this worker's file alone.
             with tempfile.TemporaryDirectory() as alone:

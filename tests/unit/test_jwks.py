@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.jwks import FetchError
 from service.jwks import FetchEvent
@@ -16,6 +17,7 @@ from service.jwks import parse_jwks
 from tests.appkit import settings_for
 from tests.helpers import eventually
 from tests.issuer import LocalIssuer
+from tests.issuer import b64url
 
 
 def cache_for(issuer: LocalIssuer, fetches: list[str] | None = None, **env: str) -> JWKSCache:
@@ -331,16 +333,18 @@ HOSTILE_ENTRIES = {
 }
 
 
+def _b64_int(value: int) -> str:
+    """A JWK integer member (RFC 7518 §6.3.1): big-endian base64url."""
+    return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
 def _hostile_entry(issuer: LocalIssuer, name: str) -> object:
     """The named hostile entry, built around a real key where it needs one."""
     spec = HOSTILE_ENTRIES[name]
     if name == "rsa_1024":
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
-        from tests.issuer import Key
-
-        weak = Key("weak", rsa.generate_private_key(public_exponent=65537, key_size=1024))
-        return weak.public_jwk
+        weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+        numbers = weak.public_numbers()
+        return {"kty": "RSA", "kid": "weak", "n": _b64_int(numbers.n), "e": _b64_int(numbers.e)}
     if name == "deep":
         return json.loads("[" * 500 + "]" * 500)
     if isinstance(spec, dict):
