@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import eventually
 from tests.issuer import LocalIssuer
 from tests.procs import ServerFactory
 from tests.procs import free_port
@@ -65,13 +66,19 @@ def test_cli_bind_wins_over_port(issuer: LocalIssuer, gunicorn: ServerFactory) -
         http_get(other, "/healthz", timeout=2)
 
 
-def test_starts_and_serves_public_routes_without_touching_the_issuer(
+def test_starts_and_serves_public_routes_while_the_issuer_hangs(
     issuer: LocalIssuer, gunicorn: ServerFactory
 ) -> None:
-    """Boot does no network I/O: health, public and metrics answer before any key is needed."""
-    server = gunicorn(issuer, workers=2)
-    assert server.get("/healthz").json() == {"status": "ok"}
+    """Boot never waits for the issuer: workers fetch keys in the background after fork."""
+    issuer.delay = 30.0  # the JWKS endpoint accepts connections and never answers in time
+    server = gunicorn(issuer, workers=2, env={"AUTH0_HTTP_TIMEOUT": "20", "AUTH0_JWKS_RETRY": "30"})
+    health = server.get("/healthz")
+    assert health.json() == {"status": "ok"} and health.elapsed < 1.0
     public = server.get("/api/public")
-    assert public.status == 200 and "message" in public.json()
+    assert public.status == 200 and "message" in public.json() and public.elapsed < 1.0
     assert server.get("/metrics").status == 200
-    assert issuer.jwks_fetches == 0
+    assert server.get("/readyz").status == 503
+    # Each worker's background fetch is under way (one JWKS GET each, none from the master).
+    assert eventually(lambda: issuer.jwks_fetches >= 2, timeout=5)
+    assert issuer.jwks_fetches == 2
+    issuer.delay = 0.0
