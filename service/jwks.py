@@ -180,6 +180,15 @@ class JWKSCache:
         """Whether this process holds a key set it may verify with (what readiness means)."""
         return self.keyset is not None
 
+    def await_first_fetch(self) -> None:
+        """On a cold start (nothing usable, no failure yet), wait for the fetch in flight.
+
+        Bounded by the fetch budget; returns at once when a set is held or a fetch has failed.
+        """
+        state = self._current()
+        if _usable(state, time.monotonic()) is None and not state.failing:
+            self._await_fetch(state, self._fetch_budget)
+
     @property
     def last_error(self) -> str | None:
         """Why the most recent fetch failed, if it did."""

@@ -58,11 +58,16 @@ def healthz():
 def readyz():
     """Readiness: this worker holds usable keys (stale within max-stale) for a trusted issuer.
 
-    Only asks the caches: every worker fetches in the background from start, so this never
-    fetches or waits. One issuer's outage does not fail the readiness of an instance that can
-    still verify the others' tokens.
+    Only asks the caches, which fetch in the background from the worker's start. Before any
+    issuer's first fetch has ended (a cold start) it waits for them, bounded by the fetch
+    timeouts; after that it never waits. One issuer's outage does not fail the readiness of an
+    instance that can still verify the others' tokens.
     """
-    issuers = [_issuer_state(cache) for cache in jwks_caches(current_app)]
+    caches = jwks_caches(current_app)
+    if not any(cache.usable() for cache in caches):
+        for cache in caches:  # they fetch in parallel, so this waits for the slowest at most
+            cache.await_first_fetch()
+    issuers = [_issuer_state(cache) for cache in caches]
     keys = sum(state["keys"] for state in issuers)
     if any(state["keys"] for state in issuers):
         return jsonify(status="ready", keys=keys, issuers=issuers)
