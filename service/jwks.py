@@ -180,14 +180,20 @@ class JWKSCache:
         """Whether this process holds a key set it may verify with (what readiness means)."""
         return self.keyset is not None
 
-    def await_first_fetch(self) -> None:
-        """On a cold start (nothing usable, no failure yet), wait for the fetch in flight.
-
-        Bounded by the fetch budget; returns at once when a set is held or a fetch has failed.
-        """
+    def cold(self) -> bool:
+        """Nothing usable held and no fetch has failed yet: the first fetch is still to come."""
         state = self._current()
-        if _usable(state, time.monotonic()) is None and not state.failing:
-            self._await_fetch(state, self._fetch_budget)
+        return _usable(state, time.monotonic()) is None and not state.failing
+
+    def await_first_fetch(self, timeout: float) -> None:
+        """While cold, wait up to ``timeout`` (at most the fetch budget) for the fetch in flight."""
+        if self.cold():
+            self._await_fetch(self._current(), min(timeout, self.fetch_budget))
+
+    @property
+    def fetch_budget(self) -> float:
+        """Longest a fetch can keep a waiting request: discovery plus JWKS, each bounded."""
+        return self._fetch_budget
 
     @property
     def last_error(self) -> str | None:

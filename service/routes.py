@@ -15,6 +15,9 @@ from .auth import require_auth
 from .config import REQUIRED_PERMISSION
 from .jwks import JWKSCache
 
+#: How often /readyz looks again at several issuers' first fetches.
+_READY_SLICE = 0.05
+
 api = Blueprint("api", __name__, url_prefix="/api")
 health = Blueprint("health", __name__)
 
@@ -64,14 +67,29 @@ def readyz():
     instance that can still verify the others' tokens.
     """
     caches = jwks_caches(current_app)
-    if not any(cache.usable() for cache in caches):
-        for cache in caches:  # they fetch in parallel, so this waits for the slowest at most
-            cache.await_first_fetch()
+    _await_first_keys(caches)
     issuers = [_issuer_state(cache) for cache in caches]
     keys = sum(state["keys"] for state in issuers)
     if any(state["keys"] for state in issuers):
         return jsonify(status="ready", keys=keys, issuers=issuers)
     return jsonify(status="unavailable", reason="no usable signing keys", issuers=issuers), 503
+
+
+def _await_first_keys(caches: list[JWKSCache]) -> None:
+    """On a cold start, wait (bounded) until one issuer holds keys or every first fetch ended.
+
+    The caches fetch in parallel in the background; with several issuers this waits in short
+    slices, so a silent issuer never delays the answer once another one holds keys.
+    """
+    if len(caches) == 1:
+        caches[0].await_first_fetch(caches[0].fetch_budget)
+        return
+    deadline = time.monotonic() + max(cache.fetch_budget for cache in caches)
+    while not any(cache.usable() for cache in caches) and time.monotonic() < deadline:
+        cold = [cache for cache in caches if cache.cold()]
+        if not cold:
+            return
+        cold[0].await_first_fetch(_READY_SLICE)
 
 
 def _issuer_state(cache: JWKSCache) -> dict[str, Any]:
