@@ -104,6 +104,10 @@ ARG REVISION=unknown
 ARG CREATED=1970-01-01T00:00:00Z
 ARG SOURCE=https://example.invalid/flask-auth0-api
 
+# A RUN that reads the build args: only a RUN's cache key includes their values, so without it a
+# layer cache would hand back the ENV and LABEL layers of an earlier build with other values
+# (https://github.com/containers/buildah/issues/5501). Prints the stamp into the build log.
+RUN echo "build info: version=${VERSION} revision=${REVISION} created=${CREATED}"
 # service_build_info{version,revision} reads these at run time.
 ENV SERVICE_VERSION="${VERSION}" \
     SERVICE_REVISION="${REVISION}"

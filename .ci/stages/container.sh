@@ -168,7 +168,7 @@ step "SIGTERM: graceful exit 0" graceful_stop
 step "shared smoke.sh: k8s-like mounts, non-root, graceful stop" \
   bash "$CONTAINER_TOOLS/smoke.sh" "$API_IMAGE" --path /healthz --expect-body '"ok"' \
   --require-non-root --require-graceful-stop --stop-timeout 25 \
-  -e AUTH0_ISSUER=http://issuer.invalid/ -e AUTH0_AUDIENCE="$AUDIENCE" \
+  -e AUTH0_ISSUER=https://issuer.invalid/ -e AUTH0_AUDIENCE="$AUDIENCE" \
   -- --read-only --tmpfs /tmp --tmpfs /tmp/prometheus-multiproc:mode=1777 --cap-drop ALL
 
 log "container stage passed in $(( $(date +%s) - STAGE_T0 ))s"
