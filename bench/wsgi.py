@@ -252,13 +252,19 @@ def _report(cells: dict[tuple[str, str], Cell], irs: dict[tuple[str, str], float
     }
 
 
-def _child(target: str, scenario: str, requests: int, issuer: Any) -> None:
+def _child(target: str, scenario: str, requests: int, issuer: Any, stop: Callable[[], None]) -> None:
     """Run one (target, scenario) ``requests`` times: the body measured under cachegrind."""
     apps = build_targets(issuer.url, issuer.audience, issuer.jwks_uri)
     spec = next(s for s in SCENARIOS if s[0] == scenario)
     tokens = Tokens(issuer.material)
     environs = [_environ(spec[1], t) for t in tokens.take(spec[2], requests + 1, target)]
+    for app in apps.values():  # both load their keys now, so nothing is fetched from here on
+        _call(app, _environ("/api/private", issuer.material.hot_token()))
     _call(apps[target], environs[0])
+    # Deterministic counts: no issuer thread polling and no collections triggered by the run's
+    # length (the N and 2N runs must differ by the requests alone).
+    stop()
+    gc.disable()
     for environ in environs[1:]:
         _call(apps[target], environ)
 
@@ -316,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     real_stdout = _quiet_stdout()
     try:
         if args.child:
-            _child(args.child[0], args.child[1], args.requests, issuer)
+            _child(args.child[0], args.child[1], args.requests, issuer, stop)
+            stop = _nothing
             return 0
         apps = build_targets(issuer.url, issuer.audience, issuer.jwks_uri)
         cells = measure(apps, Tokens(issuer.material), args.requests, args.repeats)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import FunctionType
+from typing import Any
+
 from flask import Flask
 
 from . import auth
@@ -19,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings if settings is not None else Settings.from_env()
     # Logging before Flask(): otherwise Flask attaches its own default handler.
     logging.configure(settings.log)
-    app = Flask(__name__)
+    app = ServiceFlask(__name__)
     app.json.sort_keys = False
     http.init_app(app)
     auth.init_app(app, settings)
@@ -28,4 +32,27 @@ def create_app(settings: Settings | None = None) -> Flask:
     cors.init_app(app, settings)
     resource_metadata.init_app(app, settings)
     return app
+
+
+class ServiceFlask(Flask):
+    """Flask, deciding once per view or hook whether it is a coroutine function."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Flask's documented override point, memoised for plain functions.
+
+        Flask inspects every hook and view on every request (``inspect.iscoroutinefunction``);
+        ours never change after start-up. Bound methods are created anew on each access, so they
+        are passed through rather than remembered (the dict stays bounded by the app's functions).
+        https://flask.palletsprojects.com/en/stable/api/#flask.Flask.ensure_sync
+        """
+        if type(func) is not FunctionType:
+            return super().ensure_sync(func)
+        found = self._sync.get(func)
+        if found is None:
+            found = self._sync[func] = super().ensure_sync(func)
+        return found
 

@@ -60,9 +60,6 @@ from .validator import DPoPTokenValidator
 
 __all__ = ["Protector", "current_token", "init_app", "require_auth"]
 
-#: Whitespace or commas inside the credentials mean several tokens: a malformed request
-#: (RFC 6750 §2.1, §3.1). Other junk is a token problem: the validator answers invalid_token.
-_SEPARATOR = re.compile(r"[\s,]")
 #: RFC 6749 §3.3 scope-token characters: what a route may require (and the challenge may name).
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
@@ -156,12 +153,12 @@ class Protector(ResourceProtector):
         if token_type == "bearer":
             if not credentials:
                 raise InvalidRequestError("The Authorization header has no token after 'Bearer'.")
-            if _SEPARATOR.search(credentials):
+            if _several(credentials):
                 raise InvalidRequestError("The Authorization header must carry exactly one token.")
             return self.get_token_validator("bearer"), credentials
         if not credentials:
             raise _dpop(InvalidRequestError("The Authorization header has no token after 'DPoP'."))
-        if _SEPARATOR.search(credentials):
+        if _several(credentials):
             raise _dpop(InvalidRequestError("The Authorization header must carry exactly one token."))
         if proof is None or not proof.strip():
             raise _dpop(InvalidRequestError(_TOKEN_WITHOUT_PROOF, reason="dpop_missing_proof"))
@@ -255,6 +252,15 @@ class _BearerRequest:
         self.headers = {"Authorization": authorization} if authorization is not None else {}
         #: DPoP reads its proof header, method and URI from here (RFC 9449 §4.3).
         self.environ = environ
+
+
+def _several(credentials: str) -> bool:
+    """Whitespace or commas inside (stripped) credentials: several tokens (RFC 6750 §2.1, §3.1).
+
+    Other junk is a token problem, for the validator's invalid_token. ``str.split()`` splits on
+    exactly the characters a regex ``\\s`` matches, in C, without a per-character scan.
+    """
+    return "," in credentials or len(credentials.split(None, 1)) > 1
 
 
 def _dpop(error: AuthError) -> AuthError:

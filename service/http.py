@@ -11,7 +11,6 @@ import time
 import structlog
 from flask import Flask
 from flask import Response
-from flask import g
 from flask import jsonify
 from flask import request
 from werkzeug.exceptions import HTTPException
@@ -25,6 +24,8 @@ from .logging import get_logger
 from .tracecontext import parse_traceparent
 
 HEADER = "X-Request-ID"
+#: WSGI environ key for when the app started on the request (perf_counter seconds).
+_STARTED_ENVIRON_KEY = "service.started"
 #: A well-formed id is reused; anything else (log injection, huge values) is replaced.
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Methods counted by name; anything else is "other" so clients cannot mint label values.
@@ -57,7 +58,7 @@ def _start() -> None:
     """
     environ = request.environ
     incoming = environ.get("HTTP_X_REQUEST_ID")
-    g.started = time.perf_counter()
+    environ[_STARTED_ENVIRON_KEY] = time.perf_counter()
     structlog.contextvars.clear_contextvars()
     if incoming and _WELL_FORMED.fullmatch(incoming):
         server_id = environ[SERVER_REQUEST_ID_ENVIRON_KEY] = new_request_id()
@@ -76,15 +77,20 @@ def _start() -> None:
 
 def _finish(response: Response) -> Response:
     """Echo the request id and count the request under its route template."""
-    request_id = request.environ.get(REQUEST_ID_ENVIRON_KEY)
+    # One context lookup for the whole hook: each ``request.x`` goes through werkzeug's proxy.
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    environ = current.environ
+    request_id = environ.get(REQUEST_ID_ENVIRON_KEY)
     if request_id is not None:
         response.headers[HEADER] = request_id
-    rule = request.url_rule
+    rule = current.url_rule
     route = rule.rule if rule is not None else "unmatched"
-    request.environ[ROUTE_ENVIRON_KEY] = route
-    method = request.method if request.method in _METHODS else "other"
+    environ[ROUTE_ENVIRON_KEY] = route
+    method = current.method
+    if method not in _METHODS:
+        method = "other"
     metrics.http_request(route, method, str(response.status_code)).inc()
-    started = g.get("started")
+    started = environ.get(_STARTED_ENVIRON_KEY)
     if started is not None:
         metrics.http_duration(route, method).observe(time.perf_counter() - started)
     return response

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from flask import Blueprint
 from flask import Flask
+from flask import Response
 from flask import current_app
 from flask import jsonify
 
@@ -22,39 +24,59 @@ api = Blueprint("api", __name__, url_prefix="/api")
 health = Blueprint("health", __name__)
 
 
+class _FixedJSON:
+    """A JSON body that never changes, rendered once as ``jsonify`` would render it."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, **fields: str) -> None:
+        # Flask's default provider outside debug: compact separators, a trailing newline.
+        self.body = (json.dumps(fields, separators=(",", ":")) + "\n").encode()
+
+    def response(self) -> Response:
+        """A fresh response carrying the prepared body."""
+        return Response(self.body, mimetype="application/json")
+
+
+_PUBLIC = _FixedJSON(
+    message="Hello from a public endpoint! You don't need to be authenticated to see this."
+)
+_PRIVATE = _FixedJSON(
+    message="Hello from a private endpoint! You need to be authenticated to see this."
+)
+_PRIVATE_SCOPED = _FixedJSON(
+    message=(
+        "Hello from a private endpoint! You need to be authenticated and have a scope of "
+        f"{REQUIRED_PERMISSION} to see this."
+    )
+)
+_HEALTHY = _FixedJSON(status="ok")
+
+
 @api.get("/public")
 def public():
     """Open to anyone."""
-    return jsonify(
-        message="Hello from a public endpoint! You don't need to be authenticated to see this."
-    )
+    return _PUBLIC.response()
 
 
 @api.get("/private")
 @require_auth()
 def private():
     """Any valid access token."""
-    return jsonify(
-        message="Hello from a private endpoint! You need to be authenticated to see this."
-    )
+    return _PRIVATE.response()
 
 
 @api.get("/private-scoped")
 @require_auth(REQUIRED_PERMISSION)
 def private_scoped():
     """A valid access token granting read:messages (scope or RBAC permissions)."""
-    return jsonify(
-        message=(
-            "Hello from a private endpoint! You need to be authenticated and have a scope of "
-            f"{REQUIRED_PERMISSION} to see this."
-        )
-    )
+    return _PRIVATE_SCOPED.response()
 
 
 @health.get("/healthz")
 def healthz():
     """Liveness: the process answers; deliberately independent of the issuer."""
-    return jsonify(status="ok")
+    return _HEALTHY.response()
 
 
 @health.get("/readyz")
