@@ -96,14 +96,13 @@ _tracebacks = structlog.processors.ExceptionRenderer(
 )
 
 
-def _shared_processors() -> list[Any]:
-    """What both chains do first: request context, level, time (as warehouse's logging.py)."""
-    return [
-        # Request-scoped fields (request_id, trace_id, ...) bound per request in service.http.
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        _timestamper(),
-    ]
+#: What both chains (our events, stdlib records) do first, as warehouse's logging.py shares them.
+SHARED_PROCESSORS: tuple[Any, ...] = (
+    # Request-scoped fields (request_id, trace_id, ...) bound per request in service.http.
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    _timestamper(),
+)
 
 
 def _rendering(log_format: str) -> list[Any]:
@@ -120,7 +119,7 @@ def configure(settings: LogSettings) -> None:
     numeric_level = logging.getLevelNamesMapping().get(settings.level.upper(), logging.INFO)
     structlog.configure(
         # Our own events: straight to stdout, named by the bound logger.
-        processors=[*_shared_processors(), _logger_key, *_rendering(settings.format)],
+        processors=[*SHARED_PROCESSORS, _logger_key, *_rendering(settings.format)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
         # Cached loggers skip re-assembling the chain on every call (structlog docs, performance).
@@ -163,7 +162,7 @@ def stdout_handler(log_format: str) -> logging.Handler:
         structlog.stdlib.ProcessorFormatter(
             # Stdlib records (gunicorn, libraries): their name and `extra=`, credentials blanked.
             foreign_pre_chain=[
-                *_shared_processors(),
+                *SHARED_PROCESSORS,
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.ExtraAdder(),
                 _redact,
