@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import eventually
 from tests.helpers import get_many
 from tests.helpers import statuses
+from tests.helpers import warm
 from tests.issuer import LocalIssuer
 from tests.procs import ServerFactory
 from tests.procs import free_port
@@ -40,22 +41,23 @@ def test_metrics_move_to_their_port_and_stay_exact(issuer: LocalIssuer, gunicorn
     # The app port no longer serves them, whichever worker answers.
     for resp in get_many(server, "/metrics", [None] * 6, concurrency=3):
         assert resp.status == 404 and b"auth_decisions_total" not in resp.body
+    # Every worker serves (and counts) some traffic: the totals must still be exact.
+    warm(server, issuer, WORKERS)
+    before = _scrape(metrics_port)
     token = issuer.mint()
     mix = [token] * 24 + [None] * 9
-    # The kernel does not spread connections evenly: repeat the batch (bounded) until both
-    # workers have served some, so the sums below really add up over workers.
-    batches, served = 0, {}
-    while batches < 10 and len([pid for pid, n in served.items() if n]) < WORKERS:
-        got = statuses(get_many(server, "/api/private", mix, concurrency=8))
-        assert sorted(got) == [200] * 24 + [401] * 9
-        batches += 1
-        served = server.per_worker("auth_decisions_total")
-    assert len([pid for pid, n in served.items() if n]) == WORKERS, f"traffic did not spread: {served}"
+    assert sorted(statuses(get_many(server, "/api/private", mix, concurrency=8))) == [200] * 24 + [401] * 9
     for _ in range(3):
         samples = _scrape(metrics_port)
-        assert metric_sum(samples, "auth_decisions_total", outcome="allow") == 24 * batches
-        assert metric_sum(samples, "auth_decisions_total", outcome="deny") == 9 * batches
+        for outcome, expected in (("allow", 24), ("deny", 9)):
+            delta = metric_sum(samples, "auth_decisions_total", outcome=outcome) - metric_sum(
+                before, "auth_decisions_total", outcome=outcome
+            )
+            assert delta == expected, (outcome, delta)
         assert metric_sum(samples, "http_requests_total", route="unmatched", status="404") == 6
+    total = metric_sum(_scrape(metrics_port), "auth_decisions_total")
+    served = server.per_worker("auth_decisions_total")
+    assert sum(served.values()) == total and all(served.values()), served
     # Only /metrics is served there; the API is not.
     assert http_get(metrics_port, "/api/public").status == 404
     assert http_get(metrics_port, "/metrics", method="POST").status == 405
@@ -63,7 +65,7 @@ def test_metrics_move_to_their_port_and_stay_exact(issuer: LocalIssuer, gunicorn
     victim = max(served, key=lambda pid: served[pid])
     os.kill(victim, signal.SIGKILL)
     assert eventually(lambda: victim not in server.workers() and len(server.workers()) == WORKERS, timeout=15)
-    assert metric_sum(_scrape(metrics_port), "auth_decisions_total") == 33 * batches
+    assert metric_sum(_scrape(metrics_port), "auth_decisions_total") == total
     assert server.terminate() == 0
 
 
