@@ -1,7 +1,7 @@
 """Settings read once from the environment into a typed, frozen object.
 
 Every default the service chooses is pinned in ``DEFAULTS`` below, each with the reason for its value;
-the README's settings table is generated from the same facts.
+the settings table in docs/settings.md is checked against the same facts.
 """
 
 from __future__ import annotations
