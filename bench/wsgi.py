@@ -191,6 +191,56 @@ def measure(
     return {key: Cell(key[0], key[1], tuple(values)) for key, values in runs.items()}
 
 
+def _dpop_environs(issuer: Any, count: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """``count`` DPoP requests to /api/private: each a new bound token and a fresh ES256 proof."""
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+    from joserfc.jwk import RSAKey
+
+    from bench.material import _claims
+    from dev_issuer.client import make_proof
+
+    signer = RSAKey.import_key(issuer.material.key_path.read_bytes())
+    kid = json.loads(issuer.material.jwks_path.read_text())["keys"][0]["kid"]
+    client = ECKey.generate_key("P-256", private=True)
+    url = "http://127.0.0.1:3010/api/private"  # what _environ's Host, scheme and path make
+    now = int(time.time())
+    environs, proofs = [], []
+    for index in range(count):
+        claims = _claims(issuer.url, issuer.audience, f"auth0|dpop-{index}", now)
+        claims["cnf"] = {"jkt": client.thumbprint()}
+        token = jwt.encode({"alg": "RS256", "typ": "JWT", "kid": kid}, claims, signer)
+        proof = make_proof(client, "GET", url, access_token=token)
+        environ = _environ("/api/private", None)
+        environ["HTTP_AUTHORIZATION"] = f"DPoP {token}"
+        environ["HTTP_DPOP"] = proof
+        environs.append(environ)
+        proofs.append(proof)
+    return environs, proofs
+
+
+def measure_dpop(app: WSGIApp, issuer: Any, requests: int, repeats: int) -> dict[str, float]:
+    """Ours on cold DPoP requests, and the ES256 verify of the same proofs: min of repeats."""
+    from bench.micro import build_es256_floor
+
+    dpop_runs, es256_runs = [], []
+    for _ in range(repeats):
+        environs, proofs = _dpop_environs(issuer, requests + 1)
+        status = _call(app, environs[0])
+        if status != 200:
+            raise SystemExit(f"bench.wsgi: ours dpop answered {status}, not 200")
+        started = time.perf_counter_ns()
+        for environ in environs[1:]:
+            _call(app, environ)
+        dpop_runs.append((time.perf_counter_ns() - started) / requests / 1000)
+        floor = build_es256_floor(proofs)
+        started = time.perf_counter_ns()
+        for proof in proofs[1:]:
+            floor(proof)
+        es256_runs.append((time.perf_counter_ns() - started) / requests / 1000)
+    return {"dpop_us": min(dpop_runs), "es256_us": min(es256_runs)}
+
+
 def instructions(target: str, scenario: str, issuer_port: int, requests: int, tokens: int) -> float | None:
     """Instructions per request under cachegrind: the difference of a run of N and of 2N."""
     valgrind = shutil.which("valgrind")
@@ -219,7 +269,7 @@ def _total_instructions(path: Path) -> int:
 
 
 def _report(cells: dict[tuple[str, str], Cell], irs: dict[tuple[str, str], float | None],
-            requests: int, repeats: int) -> dict[str, Any]:
+            requests: int, repeats: int, dpop: dict[str, float] | None) -> dict[str, Any]:
     """Print the markdown tables and return the JSON-able results."""
     print(f"In-process WSGI benchmark: µs per request, min of {repeats} repeats × {requests} requests.\n")
     header = "| scenario | " + " | ".join(f"{t} µs" for t in TARGETS)
@@ -242,7 +292,16 @@ def _report(cells: dict[tuple[str, str], Cell], irs: dict[tuple[str, str], float
                        "by_instructions": round(by_ir, 3) if by_ir else None, "goal_at_most": goal})
         ir_text = f"{by_ir:.2f}" if by_ir else "—"
         print(f"| {name} | {by_time:.2f} | {ir_text} | ≤ {goal} |")
+    if dpop:
+        cold = cells[("ours", "private_cold")].best
+        budget = cold + dpop["es256_us"] + 20
+        print(
+            f"\nDPoP (ours, each request a new bound token and a fresh proof): {dpop['dpop_us']:.1f} µs; "
+            f"target ≤ private cold {cold:.1f} + ES256 verify {dpop['es256_us']:.1f} + 20 = {budget:.1f} µs "
+            f"({'met' if dpop['dpop_us'] <= budget else 'not met'})."
+        )
     return {
+        "dpop": dpop,
         "requests": requests,
         "repeats": repeats,
         "cells": [{"target": c.target, "scenario": c.scenario, "best_us": round(c.best, 2),
@@ -327,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         apps = build_targets(issuer.url, issuer.audience, issuer.jwks_uri)
         cells = measure(apps, Tokens(issuer.material), args.requests, args.repeats)
+        dpop = measure_dpop(apps["ours"], issuer, min(args.requests, 1000), args.repeats)
         irs: dict[tuple[str, str], float | None] = {}
         if args.instructions:
             # Each child serves its own issuer on the same port: free it first.
@@ -337,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 for target in TARGETS:
                     irs[(target, scenario)] = instructions(target, scenario, args.issuer_port, n, count)
         sys.stdout = real_stdout
-        results = _report(cells, irs, args.requests, args.repeats)
+        results = _report(cells, irs, args.requests, args.repeats, dpop)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     finally:
