@@ -88,6 +88,25 @@ class AccessToken:
         """The OAuth client the token was issued to (azp, or RFC 9068's client_id)."""
         return self.claims.get("azp") or self.claims.get("client_id")
 
+    # Read access like Authlib's JWTClaims (a dict), so views written against Authlib's JWT
+    # validators (``current_token["sub"]``) work unchanged:
+    # https://docs.authlib.org/en/latest/specs/rfc9068.html
+    def __getitem__(self, name: str) -> Any:
+        """The claim ``name`` (KeyError when absent)."""
+        return self.claims[name]
+
+    def __contains__(self, name: object) -> bool:
+        """Whether the token carries the claim ``name``."""
+        return name in self.claims
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The claim ``name``, or ``default`` when absent."""
+        return self.claims.get(name, default)
+
+    def keys(self) -> Any:
+        """The claim names (so ``dict(current_token)`` copies the claims)."""
+        return self.claims.keys()
+
     def get_scope(self) -> str:
         """All granted permissions, space-delimited (scope claim plus Auth0 RBAC permissions)."""
         return " ".join(sorted(self.permissions))

@@ -31,6 +31,15 @@ def any_token():
     return jsonify(sub=current_token.sub, scope=current_token.get_scope(), aud=current_token.claims["aud"])
 
 
+@extra.get("/mapping")
+@require_auth()
+def mapping():
+    """Authlib's JWT idiom: the token reads like its claims dict."""
+    has_aud = "aud" in current_token
+    return jsonify(sub=current_token["sub"], azp=current_token.get("azp", "-"), has_aud=has_aud,
+                   claims=dict(current_token))
+
+
 @extra.get("/with")
 def with_acquire():
     """Authlib's context-manager form."""
@@ -190,6 +199,14 @@ def test_current_token_carries_claims_and_permissions(client, module_issuer) -> 
     token = module_issuer.mint(scope="b a", permissions=["c"])
     body = client.get("/api/extra/any", headers=bearer(token)).get_json()
     assert body["scope"] == "a b c" and body["aud"] == module_issuer.audience
+
+
+def test_current_token_reads_like_authlibs_claims_dict(client, module_issuer) -> None:
+    response = client.get("/api/extra/mapping", headers=bearer(module_issuer.mint({"azp": "app-1"})))
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["sub"] == module_issuer.claims()["sub"] and body["azp"] == "app-1" and body["has_aud"]
+    assert body["claims"]["aud"] == module_issuer.audience
 
 
 def test_acquire_context_manager_answers_and_counts_like_the_decorator(client, module_issuer) -> None:
