@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from joserfc.jwk import ECKey
 from prometheus_client import REGISTRY
 
 from dev_issuer.client import make_proof
+from service import nonce
 from tests.appkit import bearer
 from tests.appkit import client_for
 from tests.issuer import LocalIssuer
@@ -167,6 +169,16 @@ def test_the_nonce_flow(module_issuer: LocalIssuer) -> None:
     assert "DPoP-Nonce" not in second.headers  # still current: nothing new to hand out
     again = client_for(module_issuer, AUTH0_DPOP_NONCE="1", AUTH0_DPOP_NONCE_SECRET="s3cret")
     assert again.get("/api/private", headers=dpop(token, nonce=nonce)).status_code == 200
+
+
+def test_a_success_with_the_previous_steps_nonce_carries_the_next_nonce(module_issuer: LocalIssuer) -> None:
+    client = client_for(module_issuer, AUTH0_DPOP_NONCE="1", AUTH0_DPOP_NONCE_SECRET="s3cret")
+    issuer = nonce.NonceIssuer(nonce.secret_bytes("s3cret"), 60)
+    previous = issuer.current(time.time() - 60)
+    response = client.get("/api/private", headers=dpop(bound_token(module_issuer), nonce=previous))
+    assert response.status_code == 200
+    assert response.headers["DPoP-Nonce"] in (issuer.current(), issuer.current(time.time() + 60))
+    assert response.headers["DPoP-Nonce"] != previous
 
 
 def test_public_url_sets_htu_and_points_challenges_at_the_metadata(module_issuer: LocalIssuer) -> None:
