@@ -659,7 +659,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "| ratio (same run) | req/s: median | req/s: per run | by CPU µs/req: median | issue goal |",
+        "| ratio (same run) | req/s: median | req/s: per run | by CPU µs/req: median | goal |",
         "|---|---:|---|---:|---|",
     ]
     for r in report["results"]["ratios"]:

@@ -98,6 +98,17 @@ def test_gthread_loop_calls_murder_pending_each_iteration() -> None:
     assert "self.murder_pending()" in inspect.getsource(ThreadWorker.run)
 
 
+
+def test_gthread_keeps_the_poller_and_connection_count_the_worker_shares() -> None:
+    """Worker registers heads on ThreadWorker.poller and keeps nr_conns, which run() reads."""
+    init = inspect.getsource(ThreadWorker.__init__)
+    assert "self.poller = " in init and "self.nr_conns = 0" in init, "gthread renamed poller/nr_conns"
+    dispatch = inspect.getsource(ThreadWorker.wait_for_and_dispatch_events)
+    assert "self.poller.select" in dispatch, "gthread no longer dispatches from self.poller"
+    assert "self.nr_conns" in inspect.getsource(ThreadWorker.run), "gthread's loop no longer reads nr_conns"
+    conn = inspect.getsource(TConn.__init__)
+    assert "self.sock = sock" in conn and "self.parser = None" in conn, "TConn renamed sock/parser"
+
 def test_gunicorn_unreader_can_give_and_take_back_buffered_bytes() -> None:
     """Read-ahead moves between the worker's head buffer and the parser's unreader."""
     assert _params(Unreader.take_buffered) == ["self"]

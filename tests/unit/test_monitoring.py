@@ -266,7 +266,7 @@ def test_dashboard_names_only_exported_metrics() -> None:
         query = variable.get("definition", "")
         for name in re.findall(r"label_values\((\w+)", query):
             assert name in exported, name
-    # The dashboard shows what the issue asks for: decisions, latency, JWKS, cache, build.
+    # The dashboard shows what an SRE needs first: decisions, latency, JWKS, cache, build.
     for needed in (
         "auth_decisions_total", "auth_decision_duration_seconds_bucket", "jwks_fetches_total",
         "jwks_last_success_timestamp_seconds", "jwks_keys", "token_cache_requests_total",
