@@ -97,7 +97,7 @@ class Protector(ResourceProtector):
         def decorator(view: View) -> View:
             @functools.wraps(view)
             def decorated(*args: Any, **kwargs: Any) -> Any:
-                refusal = self._decide(required, optional, check)
+                refusal = self._authorize(required, optional, check)
                 if refusal is not None:
                     return refusal
                 return view(*args, **kwargs)
@@ -113,7 +113,7 @@ class Protector(ResourceProtector):
         self, scopes: str | Sequence[str] | None = None, *, claims: ClaimsSpec | None = None
     ) -> Iterator[AccessToken]:
         """Authlib's ``with require_auth.acquire("scope") as token:`` form, decided and logged alike."""
-        refusal = self._decide(required_scopes(scopes), False, compile_claims(claims))
+        refusal = self._authorize(required_scopes(scopes), False, compile_claims(claims))
         if refusal is not None:
             abort(refusal)
         yield g.authlib_server_oauth2_token
@@ -194,7 +194,7 @@ class Protector(ResourceProtector):
         g.authlib_server_oauth2_token = token
         return token
 
-    def _decide(
+    def _authorize(
         self, scopes: list[str] | None, optional: bool, claims: ClaimCheck | None
     ) -> Response | None:
         """Authorize the current request: None to run the view, else the refusal to send."""
