@@ -374,6 +374,8 @@ class JWKSCache:
         uri = doc.get("jwks_uri")
         if not isinstance(uri, str) or not uri.startswith(_SCHEMES):
             return fallback_jwks_url(issuer)
+        if _downgrades(issuer, uri):
+            raise FetchError(f"discovery names a plain-http jwks_uri {uri!r} for an https issuer")
         return uri
 
     def _get(self, url: str) -> tuple[bytes, int | None]:
@@ -447,6 +449,15 @@ def _usable(state: _State, now: float) -> KeySet | None:
 def _cooling_down(state: _State, keyset: KeySet, now: float, cooldown: float) -> bool:
     """Whether an unknown kid came too soon after the last fetch to refresh again."""
     return now - max(state.last_kid_refresh, keyset.fetched_at) < cooldown
+
+
+def _downgrades(issuer: str, jwks_uri: str) -> bool:
+    """An https issuer's keys offered over plain http, where anyone on the path could swap them.
+
+    OpenID Connect Discovery 1.0 §7.1 and RFC 8414 §6 require TLS for the metadata and what it
+    points to (https://openid.net/specs/openid-connect-discovery-1_0.html#TLSRequirements).
+    """
+    return issuer.lower().startswith("https://") and not jwks_uri.lower().startswith("https://")
 
 
 def _is_not_found(exc: FetchError) -> bool:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from service.jwks import FetchError
 from service.jwks import FetchEvent
 from service.jwks import JWKSCache
+from service.jwks import _downgrades
 from service.jwks import parse_jwks
 from tests.appkit import settings_for
 from tests.helpers import eventually
@@ -502,3 +503,19 @@ def test_forked_child_starts_with_an_empty_cache_and_fetches_its_own() -> None:
         os.waitpid(pid, 0)
         assert os.read(read, 1) == b"1"
         assert issuer.jwks_fetches == 2
+
+
+@pytest.mark.parametrize(
+    ("issuer", "jwks_uri", "downgrade"),
+    [
+        ("https://tenant.example/", "http://tenant.example/.well-known/jwks.json", True),
+        ("https://tenant.example/", "HTTP://tenant.example/jwks", True),
+        ("https://tenant.example/", "https://keys.example/jwks.json", False),
+        ("HTTPS://tenant.example/", "http://tenant.example/jwks", True),
+        ("http://127.0.0.1:3011/", "http://127.0.0.1:3011/.well-known/jwks.json", False),
+    ],
+)
+def test_an_https_issuers_discovery_may_not_point_at_plain_http_keys(
+    issuer: str, jwks_uri: str, downgrade: bool
+) -> None:
+    assert _downgrades(issuer, jwks_uri) is downgrade
