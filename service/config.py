@@ -372,7 +372,7 @@ class _Reader:
         """Return a variable that has no default."""
         value = self._env.get(name, "").strip()
         if not value:
-            raise ConfigError(f"{name} is required but not set")
+            raise ConfigError(f"{name}: required but not set")
         return value
 
     def label(self, name: str) -> str:
@@ -415,7 +415,7 @@ def _issuers(env: Mapping[str, str], *, allow_insecure: bool) -> tuple[str, ...]
         return explicit
     domains = _entries(env, "AUTH0_DOMAIN")
     if not domains:
-        raise ConfigError("AUTH0_DOMAIN (or AUTH0_ISSUER) is required but not set")
+        raise ConfigError("AUTH0_DOMAIN: required (or AUTH0_ISSUER) but not set")
     return tuple(dict.fromkeys(_domain_issuer(domain) for domain in domains))
 
 

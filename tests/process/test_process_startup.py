@@ -29,14 +29,15 @@ pytestmark = pytest.mark.slow
 def test_missing_setting_exits_with_one_clear_line(
     issuer: LocalIssuer, tmp_path: Path, overrides: dict[str, str | None], names: tuple[str, ...]
 ) -> None:
-    """Non-zero exit, exactly one line naming the variable, and no traceback."""
+    """Exit 78, exactly one `configuration error: NAME: ...` line, and no traceback."""
     env = service_env(issuer, tmp_path / "prom", overrides)
     code, out, err = run_to_exit(env, log_dir=tmp_path / "logs", timeout=30)
-    assert code != 0
+    assert code == 78
     output = out + err
     assert "Traceback" not in output, output[-3000:]
     naming = [line for line in output.splitlines() if any(name in line for name in names)]
     assert len(naming) == 1, output[-3000:]
+    assert naming[0].startswith(f"configuration error: {names[0]}: "), naming[0]
 
 
 def test_cli_workers_win_over_web_concurrency(issuer: LocalIssuer, gunicorn: ServerFactory) -> None:
