@@ -169,6 +169,7 @@ class Protector(ResourceProtector):
     def validate_request(self, scopes: Any, request: Any, **kwargs: Any) -> AccessToken:
         """Authlib's flow, keeping the verified token on a refusal for the decision log."""
         validator, token_string = self.parse_request_authorization(request)
+        request.credentials = token_string
         token = None
         try:
             validator.validate_request(request)
@@ -177,7 +178,7 @@ class Protector(ResourceProtector):
         except AuthError as error:
             error.token = token  # type: ignore[attr-defined]
             if validator.TOKEN_TYPE == "dpop":
-                error.scheme = "dpop"  # RFC 9449 §7.1: the error goes on the DPoP challenge
+                _dpop(error)  # RFC 9449 §7.1: the error goes on the DPoP challenge
             raise
         return token
 
@@ -245,13 +246,15 @@ class _BearerRequest:
     Authorization header is all that RFC 6750 header authentication needs.
     """
 
-    __slots__ = ("environ", "headers")
+    __slots__ = ("credentials", "environ", "headers")
 
     def __init__(self, environ: dict[str, Any]) -> None:
         authorization = environ.get("HTTP_AUTHORIZATION")
         self.headers = {"Authorization": authorization} if authorization is not None else {}
         #: DPoP reads its proof header, method and URI from here (RFC 9449 §4.3).
         self.environ = environ
+        #: The token parsed out of the Authorization header, once parsing has accepted it.
+        self.credentials: str | None = None
 
 
 def _several(credentials: str) -> bool:

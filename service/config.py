@@ -329,10 +329,7 @@ def log_settings(env: Mapping[str, str]) -> LogSettings:
     log_format = reader.get("LOG_FORMAT").lower()
     if log_format not in ("json", "console"):
         raise ConfigError("LOG_FORMAT: must be 'json' or 'console'")
-    probes = reader.get("LOG_ACCESS_PROBES")
-    if probes not in ("0", "1"):
-        raise ConfigError(f"LOG_ACCESS_PROBES: {probes!r} must be 0 or 1")
-    return LogSettings(log_format, reader.get("LOG_LEVEL").upper(), probes == "1")
+    return LogSettings(log_format, reader.get("LOG_LEVEL").upper(), reader.flag("LOG_ACCESS_PROBES"))
 
 
 def metrics_port(env: Mapping[str, str]) -> int:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from joserfc.jwk import JWKRegistry
 from joserfc.jws import JWSRegistry
 
@@ -28,6 +26,8 @@ from .nonce import NonceIssuer
 from .nonce import secret_bytes
 from .replay import ReplayStore
 from .tokens import _b64decode
+from .tokens import _decode_json
+from .tokens import _is_time
 from .urls import normalize
 
 #: A proof is a few hundred bytes (ES256) to ~1.5 KiB (RSA-4096 jwk); more is not a proof.
@@ -155,7 +155,7 @@ class ProofVerifier:
         if not isinstance(htu, str) or expected is None or normalize(htu) != expected:
             raise refuse("dpop_htu")
         iat = claims.get("iat")
-        if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
+        if not _is_time(iat):
             raise refuse("dpop_iat")
         now = time.time()
         if not now - self._offset <= iat <= now + self._leeway:
@@ -231,9 +231,6 @@ def _public_key(jwk: Any, alg: str) -> tuple[Any, str]:
 def _decode_object(segment: str) -> dict[str, Any]:
     """A base64url JSON object segment of the proof."""
     try:
-        value = orjson.loads(_b64decode(segment))
-    except (AuthError, ValueError, RecursionError):
+        return _decode_json(segment, "proof")
+    except AuthError:
         raise refuse("dpop_malformed") from None
-    if not isinstance(value, dict):
-        raise refuse("dpop_malformed")
-    return value

@@ -227,7 +227,11 @@ class Worker(ThreadWorker):
 
     def _forget(self, conn: Conn) -> None:
         """Stop polling a connection for its head."""
-        self.reading.pop(conn, None)
+        self._unpoll(conn, self.reading)
+
+    def _unpoll(self, conn: Conn, table: dict[Conn, Any]) -> None:
+        """Drop a connection from one of the poller's tables and from the poller itself."""
+        table.pop(conn, None)
         try:
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
@@ -274,11 +278,7 @@ class Worker(ThreadWorker):
 
     def _end_linger(self, conn: Conn) -> None:
         """Close a lingering connection for good."""
-        self.lingering.pop(conn, None)
-        try:
-            self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
+        self._unpoll(conn, self.lingering)
         conn.close()
 
     def murder_pending(self) -> None:

@@ -86,9 +86,7 @@ def _finish(response: Response) -> Response:
     rule = current.url_rule
     route = rule.rule if rule is not None else "unmatched"
     environ[ROUTE_ENVIRON_KEY] = route
-    method = current.method
-    if method not in _METHODS:
-        method = "other"
+    method = _method_label(current.method)
     metrics.http_request(route, method, str(response.status_code)).inc()
     started = environ.get(_STARTED_ENVIRON_KEY)
     if started is not None:
@@ -96,9 +94,14 @@ def _finish(response: Response) -> Response:
     return response
 
 
+def _method_label(method: str) -> str:
+    """A method as a bounded label: known verbs by name, anything else ``other``."""
+    return method if method in _METHODS else "other"
+
+
 def count_unmatched(method: str, status: int) -> None:
     """Count a request answered before routing (gunicorn's parser or the worker's limits)."""
-    label = method if method in _METHODS else "other"
+    label = _method_label(method)
     metrics.http_request("unmatched", label, str(status)).inc()
 
 

@@ -182,7 +182,6 @@ class TokenVerifier:
     ) -> None:
         caches = (jwks,) if isinstance(jwks, JWKSCache) else tuple(jwks)
         self._settings = settings
-        self._jwks = caches[0]
         self._caches: dict[str, JWKSCache] = {cache.issuer: cache for cache in caches}
         #: Told hit (True) or miss (False) for every lookup in the verified-token cache.
         self._on_cache_lookup = on_cache_lookup or (lambda hit: None)
@@ -196,11 +195,6 @@ class TokenVerifier:
         self._cache_bytes = 0
         self._cache_lock = threading.Lock()
         self._headers: dict[str, tuple[str, str]] = {}
-
-    @property
-    def jwks(self) -> JWKSCache:
-        """The first issuer's key cache (the only one with a single issuer)."""
-        return self._jwks
 
     @property
     def caches(self) -> tuple[JWKSCache, ...]:

@@ -26,14 +26,12 @@ class Auth0BearerTokenValidator(BearerTokenValidator):
         #: RFC 9449 §7.2: with DPoP supported, a DPoP-bound token is not a bearer token.
         self._refuse_bound = refuse_bound
 
-    @property
-    def verifier(self) -> TokenVerifier:
-        """The verifier (and through it the key caches) this validator uses."""
-        return self._verifier
-
     def authenticate_token(self, token_string: str) -> AccessToken:
         """Verify the token string (signature and claims)."""
         return self._verifier.verify(token_string)
+
+    def check_proof(self, token: AccessToken, request: Any) -> None:
+        """What the scheme checks beyond the token itself: nothing for Bearer."""
 
     def validate_token(
         self,
@@ -48,6 +46,7 @@ class Auth0BearerTokenValidator(BearerTokenValidator):
         alternatives, any one of which suffices, each a space-delimited set that is all-of.
         Permissions match exactly (scope plus Auth0 RBAC ``permissions``).
         """
+        self.check_proof(token, request)
         if token.is_expired():
             raise deny("expired", "The token has expired.")
         if self._refuse_bound and bound_key(token) is not None:
@@ -70,29 +69,21 @@ class DPoPTokenValidator(Auth0BearerTokenValidator):
         self._proofs = proofs
         self._public_url = public_url
 
-    def validate_token(
-        self,
-        token: AccessToken,
-        scopes: list[str] | None,
-        request: Any,
-        claims: ClaimCheck | None = None,
-    ) -> None:
-        """Check the binding and this request's proof (never cached), then as for Bearer."""
+    def check_proof(self, token: AccessToken, request: Any) -> None:
+        """Check the binding and this request's proof: per request, never cached."""
         jkt = bound_key(token)
         if jkt is None:
             raise deny("dpop_unbound_token", "The token is not bound to a DPoP key.")
         environ = request.environ
-        token_string = request.headers["Authorization"].strip()[5:].strip()
         nonce = self._proofs.verify(
             environ["HTTP_DPOP"].strip(),
             method=environ["REQUEST_METHOD"],
             url=request_uri(environ, self._public_url),
-            access_token=token_string,
+            access_token=request.credentials,
             jkt=jkt,
         )
         if nonce is not None:
             g.dpop_nonce = nonce
-        super().validate_token(token, scopes, request, claims)
 
 
 def bound_key(token: AccessToken) -> str | None:

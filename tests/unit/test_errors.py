@@ -21,7 +21,7 @@ def _all_descriptions() -> list[str]:
              if isinstance(cls, type) and issubclass(cls, AuthError)]
     for path in SERVICE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "").endswith(("_deny", "Error")):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "").endswith(("deny", "Error")):
                 for arg in node.args:
                     if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and " " in arg.value:
                         found.append(arg.value)
