@@ -225,13 +225,7 @@ class Settings:
         audience = reader.required("AUTH0_AUDIENCE")
         allow_insecure = reader.flag("AUTH0_ALLOW_INSECURE_ISSUER")
         issuers = _issuers(env, allow_insecure=allow_insecure)
-        algorithms = tuple(a.strip() for a in reader.get("AUTH0_ALGORITHMS").split(",") if a.strip())
-        unknown = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
-        if unknown or not algorithms:
-            raise ConfigError(
-                f"AUTH0_ALGORITHMS: {','.join(unknown) or 'empty'} not allowed; "
-                f"choose from {','.join(sorted(SUPPORTED_ALGORITHMS))}"
-            )
+        algorithms = reader.algorithms("AUTH0_ALGORITHMS", SUPPORTED_ALGORITHMS)
         log = log_settings(env)
         jwks_uri = env.get("AUTH0_JWKS_URI", "").strip() or None
         if jwks_uri is not None:
@@ -272,15 +266,7 @@ def _dpop_settings(env: Mapping[str, str], reader: _Reader) -> dict[str, Any]:
     mode = reader.get("AUTH0_DPOP").lower()
     if mode not in DPOP_MODES:
         raise ConfigError(f"AUTH0_DPOP: {mode!r} must be one of {', '.join(DPOP_MODES)}")
-    algorithms = tuple(
-        a.strip() for a in reader.get("AUTH0_DPOP_ALGORITHMS").split(",") if a.strip()
-    )
-    unknown = [a for a in algorithms if a not in SUPPORTED_DPOP_ALGORITHMS]
-    if unknown or not algorithms:
-        raise ConfigError(
-            f"AUTH0_DPOP_ALGORITHMS: {','.join(unknown) or 'empty'} not allowed; "
-            f"choose from {','.join(sorted(SUPPORTED_DPOP_ALGORITHMS))}"
-        )
+    algorithms = reader.algorithms("AUTH0_DPOP_ALGORITHMS", SUPPORTED_DPOP_ALGORITHMS)
     nonce = reader.get("AUTH0_DPOP_NONCE").lower()
     if nonce not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
         raise ConfigError(f"AUTH0_DPOP_NONCE: {nonce!r} must be 0 or 1")
@@ -378,6 +364,17 @@ class _Reader:
         if len(value) > 128 or not value.isprintable():
             raise ConfigError(f"{name}: must be at most 128 printable characters")
         return value
+
+    def algorithms(self, name: str, supported: frozenset[str]) -> tuple[str, ...]:
+        """Return a non-empty comma-separated allow-list drawn from ``supported``."""
+        algorithms = tuple(a.strip() for a in self.get(name).split(",") if a.strip())
+        unknown = [a for a in algorithms if a not in supported]
+        if unknown or not algorithms:
+            raise ConfigError(
+                f"{name}: {','.join(unknown) or 'empty'} not allowed; "
+                f"choose from {','.join(sorted(supported))}"
+            )
+        return algorithms
 
     def flag(self, name: str) -> bool:
         """Return a 0/1 switch."""

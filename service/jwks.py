@@ -101,8 +101,6 @@ class KeySet:
     keys: dict[str, VerificationKey]
     fetched_at: float
     fresh_until: float
-    #: When the refresher fetches again.
-    refresh_at: float
     #: Past this (fresh_until + max-stale) the set is dropped.
     usable_until: float
 
@@ -316,12 +314,12 @@ class JWKSCache:
                 keys,
                 fetched_at=now,
                 fresh_until=fresh_until,
-                refresh_at=fresh_until - min(ttl * _REFRESH_LEAD, _REFRESH_LEAD_MAX),
                 usable_until=fresh_until + self._settings.jwks_max_stale,
             )
             with state.lock:
                 state.keyset, state.failing, state.last_error = keyset, False, None
-                state.next_fetch = keyset.refresh_at
+                # The refresher fetches again a little before the set goes stale.
+                state.next_fetch = fresh_until - min(ttl * _REFRESH_LEAD, _REFRESH_LEAD_MAX)
             event = FetchEvent(self.issuer, "success", None, now - started, len(keys))
         try:
             self._on_fetch(event)
