@@ -51,8 +51,14 @@ apt_ensure() {
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ "${#missing[@]}" = 0 ] && return 0
   echo "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # A daemon's postinst (nginx, redis-server) would start it on its default port: the tests start
+  # their own. policy-rc.d exit 101 = "action forbidden" (Debian policy, invoke-rc.d(8)).
+  local policy=/usr/sbin/policy-rc.d made=0 rc=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; made=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
+  [ "$rc" != 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  [ "$made" = 0 ] || rm -f "$policy"
+  return "$rc"
 }
 
 # venv_tool NAME: make sure .venv/bin/NAME exists (a fresh .venv may predate requirements-dev.txt).
