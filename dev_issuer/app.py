@@ -19,6 +19,7 @@ from dev_issuer.dpop import ALGORITHMS as DPOP_ALGORITHMS
 from dev_issuer.dpop import TokenEndpointProofs
 from dev_issuer.keys import ALGORITHM
 from dev_issuer.keys import SigningKey
+from dev_issuer.mint import mint_token
 from dev_issuer.oauth import AUTH_METHODS
 from dev_issuer.oauth import DevAuthorizationServer
 from service.errors import InvalidDPoPProofError
@@ -112,13 +113,24 @@ def create_app(
         except BadTokenRequest as exc:
             body = {"error": "invalid_request", "error_description": str(exc)}
             return jsonify(body), 400, _NO_STORE
+        refused = bind_dpop()
+        return refused if refused is not None else server.create_token_response(params)
+
+    @app.post("/dev/token")
+    def dev_token() -> Any:
+        """Mint a token with the scopes and claims asked for (development only, dev_issuer.mint)."""
+        refused = bind_dpop()
+        return refused if refused is not None else mint_token(server, request)
+
+    def bind_dpop() -> Any:
+        """Note the proof key to bind the token to, or return the 400 for a bad proof."""
         try:
             # RFC 9449 §5: a valid DPoP proof binds the token to its key (token_type DPoP).
             g.dpop_jkt = proofs.thumbprint(request)
         except InvalidDPoPProofError as exc:
             body = {"error": exc.error, "error_description": exc.description}
             return jsonify(body), 400, _NO_STORE
-        return server.create_token_response(params)
+        return None
 
     @app.errorhandler(413)
     def too_large(_: Exception) -> Any:

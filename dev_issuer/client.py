@@ -1,11 +1,16 @@
-"""A DPoP client for the walk-through: prints the headers of one DPoP request (development only).
+"""Command-line client of the development issuer: tokens and DPoP request headers (development only).
 
+    python -m dev_issuer.client token [--scope SCOPES] [--claim NAME=VALUE ...] [--audience AUD]
     python -m dev_issuer.client [--key FILE] [--issuer URL] METHOD URL
 
-gets a DPoP-bound token from the development issuer (client-credentials grant with a DPoP proof,
-RFC 9449 §5) and prints ``Authorization: DPoP <token>`` and ``DPoP: <proof>`` for METHOD and URL,
-ready for ``curl -H @file``. ``--key`` keeps the EC P-256 key in a PEM file (created when missing)
-so that several invocations act as one client; ``--token`` reuses a token instead of fetching one.
+``token`` prints an access token with the scopes and claims asked for (the issuer's ``/dev/token``
+endpoint; the default clients stay as they are), ready for ``TOKEN=$(...)``; an error the issuer
+answers (for example ``Service not found`` for an audience it does not serve) is printed as one line
+on stderr, exit status 1. ``METHOD URL`` gets a DPoP-bound token (client-credentials grant with a
+DPoP proof, RFC 9449 §5) and prints ``Authorization: DPoP <token>`` and ``DPoP: <proof>`` for
+METHOD and URL, ready for ``curl -H @file``. ``--key`` keeps the EC P-256 key in a PEM file
+(created when missing) so that several invocations act as one client; ``--token`` reuses a token
+instead of fetching one.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 
 _TIMEOUT = 10
+_DEFAULT_ISSUER = "http://127.0.0.1:3011/"
 
 
 def make_proof(
@@ -84,40 +90,179 @@ def load_key(path: Path | None) -> ECKey:
     return key
 
 
+class IssuerError(Exception):
+    """The issuer could not be reached or refused; the message is one line for the user."""
+
+
+def post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """POST a JSON body and return the JSON answer; raise IssuerError with the issuer's reason."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raise IssuerError(f"{url} answered {exc.code}: {_oauth_error(exc)}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise IssuerError(f"cannot reach {url}: {reason} (is the dev issuer running?)") from None
+    except ValueError:
+        raise IssuerError(f"{url} answered something other than JSON") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
+        raise IssuerError(f"{url} answered without an access_token")
+    return answer
+
+
+def _oauth_error(exc: urllib.error.HTTPError) -> str:
+    """The RFC 6749 §5.2 ``error: error_description`` of an error answer, else its status text."""
+    try:
+        body = json.loads(exc.read(64 * 1024))
+    except (ValueError, OSError):
+        return str(exc.reason)
+    if not isinstance(body, dict) or "error" not in body:
+        return str(exc.reason)
+    return f"{body['error']}: {body.get('error_description', '')}".rstrip(": ")
+
+
 def fetch_token(
     key: ECKey, issuer: str, client_id: str, client_secret: str, audience: str
 ) -> dict[str, Any]:
     """Ask the issuer's token endpoint for a DPoP-bound token (RFC 9449 §5)."""
     token_url = issuer.rstrip("/") + "/oauth/token"
-    body = json.dumps(
-        {
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "audience": audience,
-        }
-    ).encode()
-    request = urllib.request.Request(
-        token_url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "DPoP": make_proof(key, "POST", token_url)},
+    body = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "audience": audience,
+    }
+    return post_json(token_url, body, {"DPoP": make_proof(key, "POST", token_url)})
+
+
+def mint_token(
+    issuer: str,
+    *,
+    client_id: str = "dev-client",
+    client_secret: str = "dev-secret",
+    audience: str = "https://api.dev.local",
+    scope: str | None = None,
+    claims: dict[str, Any] | None = None,
+    expires_in: int | None = None,
+    key: ECKey | None = None,
+) -> dict[str, Any]:
+    """Ask the issuer's ``/dev/token`` for a token with these scopes and claims (DPoP-bound with key)."""
+    url = issuer.rstrip("/") + "/dev/token"
+    body: dict[str, Any] = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "audience": audience,
+        "claims": claims or {},
+    }
+    if scope is not None:
+        body["scope"] = scope
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    headers = {} if key is None else {"DPoP": make_proof(key, "POST", url)}
+    return post_json(url, body, headers)
+
+
+def claim_value(text: str) -> Any:
+    """A ``--claim`` value: JSON when it parses as JSON (numbers, booleans, lists), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _claim(text: str) -> tuple[str, Any]:
+    """Parse one ``NAME=VALUE``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, claim_value(value)
+
+
+def token_parser() -> argparse.ArgumentParser:
+    """The ``token`` command's options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dev_issuer.client token",
+        description="Print an access token from the development issuer with the scopes and "
+        "claims given (its /dev/token endpoint).",
     )
-    with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
-        return json.loads(response.read())
+    parser.add_argument(
+        "--scope",
+        action="append",
+        help='space-delimited permissions, e.g. "read:orders write:orders" (repeatable; '
+        'default: the client\'s own, read:messages for dev-client; "" for none)',
+    )
+    parser.add_argument(
+        "--claim",
+        action="append",
+        type=_claim,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a claim to add, e.g. org_id=org_123 or roles='[\"admin\"]' (VALUE is JSON when it "
+        "parses as JSON, else a string; repeatable; sub, azp, nbf may be replaced)",
+    )
+    parser.add_argument(
+        "--audience",
+        default=os.environ.get("AUTH0_AUDIENCE") or "https://api.dev.local",
+        help="the aud claim (default: $AUTH0_AUDIENCE, else https://api.dev.local)",
+    )
+    parser.add_argument("--issuer", default=_DEFAULT_ISSUER, help=f"default {_DEFAULT_ISSUER}")
+    parser.add_argument("--client-id", default="dev-client")
+    parser.add_argument("--client-secret", default="dev-secret")
+    parser.add_argument("--expires-in", type=int, metavar="SECONDS", help="token lifetime")
+    parser.add_argument(
+        "--key",
+        type=Path,
+        help="bind the token to this DPoP key (PEM file, created when missing); then "
+        "`python -m dev_issuer.client --key FILE --token TOKEN METHOD URL` prints its proofs",
+    )
+    parser.add_argument("--json", action="store_true", help="print the whole token response")
+    return parser
+
+
+def token_main(argv: list[str]) -> int:
+    """The ``token`` command: print one access token (or the token response as JSON)."""
+    args = token_parser().parse_args(argv)
+    scope = None if args.scope is None else " ".join(args.scope)
+    try:
+        answer = mint_token(
+            args.issuer,
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            audience=args.audience,
+            scope=scope,
+            claims=dict(args.claim),
+            expires_in=args.expires_in,
+            key=None if args.key is None else load_key(args.key),
+        )
+    except IssuerError as exc:
+        print(f"dev_issuer.client: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer) if args.json else answer["access_token"])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the DPoP request headers (or, with --json, the token and headers as JSON)."""
+    """Run ``token`` or print the DPoP request headers (with --json: token and headers as JSON)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        return token_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m dev_issuer.client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("method", help="HTTP method the proof is for, e.g. GET")
     parser.add_argument("url", help="the URL the request goes to, e.g. http://127.0.0.1:3010/api/private")
     parser.add_argument("--key", type=Path, help="PEM file of the client key (created when missing)")
-    parser.add_argument("--issuer", default=os.environ.get("DPOP_ISSUER", "http://127.0.0.1:3011/"))
+    parser.add_argument("--issuer", default=os.environ.get("DPOP_ISSUER", _DEFAULT_ISSUER))
     parser.add_argument("--client-id", default="dev-client")
     parser.add_argument("--client-secret", default="dev-secret")
-    parser.add_argument("--audience", default="https://api.dev.local")
+    parser.add_argument("--audience", default=os.environ.get("AUTH0_AUDIENCE") or "https://api.dev.local")
     parser.add_argument("--token", help="a DPoP-bound access token to use instead of fetching one")
     parser.add_argument("--nonce", help="the server nonce from a DPoP-Nonce response header")
     parser.add_argument("--json", action="store_true", help="print token and headers as JSON")
@@ -130,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             token = fetch_token(key, args.issuer, args.client_id, args.client_secret, args.audience)[
                 "access_token"
             ]
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-            print(f"dev_issuer.client: cannot get a token from {args.issuer}: {exc}", file=sys.stderr)
+        except IssuerError as exc:
+            print(f"dev_issuer.client: {exc}", file=sys.stderr)
             return 1
     proof = make_proof(key, args.method.upper(), args.url, access_token=token, nonce=args.nonce)
     if args.json:

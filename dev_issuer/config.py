@@ -12,16 +12,16 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3011
 DEFAULT_AUDIENCE = "https://api.dev.local"
 DEFAULT_TOKEN_TTL = 86400
-_MAX_TTL = 30 * 86400
+MAX_TTL = 30 * 86400
 
 # Scope tokens per RFC 6749 section 3.3 (NQCHAR without space).
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 
 
 #: An extra issuer's path segment, e.g. "eu" for http://127.0.0.1:3011/eu/.
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Segments the primary issuer already serves.
-_RESERVED_PATHS = frozenset({"oauth", "healthz", "stats"})
+_RESERVED_PATHS = frozenset({"oauth", "healthz", "stats", "dev"})
 
 
 class IssuerConfigError(ValueError):
@@ -92,12 +92,12 @@ class IssuerSettings:
         audiences = tuple(dict.fromkeys(a.strip() for a in raw_audiences.split(",") if a.strip()))
         if not audiences:
             raise IssuerConfigError("DEV_ISSUER_AUDIENCE must name at least one audience")
-        ttl = _int(env, "DEV_ISSUER_TOKEN_TTL", DEFAULT_TOKEN_TTL, minimum=1, maximum=_MAX_TTL)
+        ttl = _int(env, "DEV_ISSUER_TOKEN_TTL", DEFAULT_TOKEN_TTL, minimum=1, maximum=MAX_TTL)
         raw_clients = env.get("DEV_ISSUER_CLIENTS", "").strip()
         clients = parse_clients(raw_clients, audiences) if raw_clients else default_clients()
         key_file = env.get("DEV_ISSUER_KEY_FILE", "").strip() or None
         max_age = (
-            _int(env, "DEV_ISSUER_JWKS_MAX_AGE", 0, minimum=0, maximum=_MAX_TTL)
+            _int(env, "DEV_ISSUER_JWKS_MAX_AGE", 0, minimum=0, maximum=MAX_TTL)
             if env.get("DEV_ISSUER_JWKS_MAX_AGE", "").strip()
             else None
         )
@@ -162,7 +162,7 @@ def parse_clients(raw: str, audiences: tuple[str, ...]) -> tuple[ClientConfig, .
         if not isinstance(secret, str) or not secret:
             raise IssuerConfigError(f"{name}: {client_id!r} needs a non-empty client_secret")
         scopes = _str_list(spec.get("scopes", []), f"{name}: {client_id!r} scopes")
-        bad = [s for s in scopes if not _SCOPE_TOKEN.match(s)]
+        bad = [s for s in scopes if not SCOPE_TOKEN.match(s)]
         if bad:
             raise IssuerConfigError(f"{name}: {client_id!r} has invalid scope tokens {bad}")
         client_auds: tuple[str, ...] | None = None

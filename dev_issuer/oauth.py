@@ -132,6 +132,22 @@ def _printable(value: str) -> str:
     return cleaned if len(cleaned) <= _MAX_ECHO else cleaned[:_MAX_ECHO] + "..."
 
 
+def check_audience(client: Client, audience: str | None, audiences: tuple[str, ...]) -> str:
+    """Return the requested audience, or raise Auth0's 403 for one the client may not have."""
+    if not audience:
+        raise AccessDenied(
+            "No audience parameter was provided, and no default audience has been configured"
+        )
+    if audience not in audiences:
+        raise AccessDenied(f"Service not found: {_printable(audience)}")
+    if audience not in client.audiences:
+        raise AccessDenied(
+            f"Client is not authorized to access {_printable(audience)}. "
+            "You need to create a client-grant associated to this API."
+        )
+    return audience
+
+
 class Auth0ClientCredentialsGrant(ClientCredentialsGrant):
     """Client-credentials grant with Auth0's ``audience`` parameter and per-client scope grants."""
 
@@ -145,18 +161,9 @@ class Auth0ClientCredentialsGrant(ClientCredentialsGrant):
         super().validate_token_request()
         client = self.request.client
         assert isinstance(client, Client)
-        audience = self.request.payload.data.get("audience")
-        if not audience:
-            raise AccessDenied(
-                "No audience parameter was provided, and no default audience has been configured"
-            )
-        if audience not in self.server.settings.audiences:
-            raise AccessDenied(f"Service not found: {_printable(audience)}")
-        if audience not in client.audiences:
-            raise AccessDenied(
-                f"Client is not authorized to access {_printable(audience)}. "
-                "You need to create a client-grant associated to this API."
-            )
+        audience = check_audience(
+            client, self.request.payload.data.get("audience"), self.server.settings.audiences
+        )
         requested = tuple(dict.fromkeys((self.request.payload.scope or "").split()))
         if requested:
             missing = [s for s in requested if s not in client.config.scopes]
@@ -203,10 +210,22 @@ class DevAuthorizationServer(AuthorizationServer):
         assert isinstance(request, dict)
         return TokenRequest(request)
 
-    def mint(self, client: Client, audience: str, scopes: tuple[str, ...]) -> dict[str, Any]:
-        """Sign an Auth0-style M2M access token and build the token response."""
+    def mint(
+        self,
+        client: Client,
+        audience: str,
+        scopes: tuple[str, ...],
+        *,
+        extra: dict[str, Any] | None = None,
+        ttl: int | None = None,
+    ) -> dict[str, Any]:
+        """Sign an Auth0-style M2M access token and build the token response.
+
+        ``extra`` adds or replaces claims other than iss, aud, iat, exp and scope (an Auth0 Action
+        adds custom claims the same way); ``ttl`` replaces DEV_ISSUER_TOKEN_TTL.
+        """
         issued_at = now()
-        ttl = self.settings.token_ttl
+        ttl = self.settings.token_ttl if ttl is None else ttl
         claims: dict[str, Any] = {
             "iss": self.settings.issuer,
             "sub": f"{client.get_client_id()}@clients",
@@ -215,12 +234,14 @@ class DevAuthorizationServer(AuthorizationServer):
             "exp": issued_at + ttl,
             "azp": client.get_client_id(),
             "gty": "client-credentials",
+            **(extra or {}),
         }
         token: dict[str, Any] = {"token_type": "Bearer", "expires_in": ttl}
         jkt = g.get("dpop_jkt")
         if jkt is not None:
             # RFC 9449 §6.1: the confirmation claim names the proof key's RFC 7638 thumbprint.
-            claims["cnf"] = {"jkt": jkt}
+            cnf = claims.get("cnf")
+            claims["cnf"] = {**(cnf if isinstance(cnf, dict) else {}), "jkt": jkt}
             token["token_type"] = "DPoP"
         if scopes:
             claims["scope"] = " ".join(scopes)
