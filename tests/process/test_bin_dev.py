@@ -128,3 +128,26 @@ def test_a_configured_tenant_starts_no_dev_issuer_and_gunicorn_replaces_bin_dev(
     cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
     assert any(part.endswith(b"gunicorn") for part in cmdline), cmdline
     assert _stop(server, signal.SIGTERM) < GRACEFUL
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a listening TCP socket on port, from /proc/net/tcp and tcp6 (hex)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: TCP_LISTEN
+                found.add(address)
+    return found
+
+
+@pytest.mark.parametrize("tenant", [False, True], ids=["dev_issuer", "tenant"])
+def test_bin_dev_listens_on_loopback_only(bin_dev, issuer: LocalIssuer, tenant: bool) -> None:
+    """A development server: 127.0.0.1, never every interface, with or without the dev issuer."""
+    env = {"AUTH0_ISSUER": issuer.url, "AUTH0_AUDIENCE": issuer.audience} if tenant else {
+        "DEV_ISSUER_PORT": str(free_port())}
+    server = bin_dev(env)
+    server.wait_ready(timeout=60)
+    assert listening_addresses(server.port) == {"0100007F"}, server.output()[-2000:]  # 127.0.0.1
+    _stop(server, signal.SIGTERM)
