@@ -5,7 +5,7 @@
         ...  # talk to caddy.url
 
 ``start`` skips the test (naming the package) where the binary is missing. The harness puts a
-global options block first (admin endpoint off, no automatic HTTPS) and keeps Caddy's data and
+global options block first (admin endpoint off, no automatic HTTPS, loopback only) and keeps Caddy's data and
 config directories in the temp dir; ``env`` fills the Caddyfile's ``{$NAME}`` placeholders.
 """
 
@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from tests.support.gateway_process import GatewayProcess
 from tests.support.gateway_process import binary
 
-#: Global options for a test: no admin listener on :2019 (a fixed port), no certificates.
-GLOBAL_OPTIONS = ("admin off", "auto_https off")
+#: Global options for a test: no admin listener on :2019 (a fixed port), no certificates, and
+#: sites such as ``:PORT`` listen on loopback only.
+GLOBAL_OPTIONS = ("admin off", "auto_https off", "default_bind 127.0.0.1")
 
 
 class Caddy(GatewayProcess):
