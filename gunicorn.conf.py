@@ -51,7 +51,7 @@ workers = _int_env("WEB_CONCURRENCY", 1)
 # gthread: keep-alive without a buffering proxy in front; threads overlap the rare JWKS fetch.
 # Our subclass reads request heads on the poller (slow or idle clients hold no thread, within
 # GUNICORN_HEADER_TIMEOUT, validated here) and answers what it refuses with JSON.
-worker_class = "service.gunicorn_worker.Worker"
+worker_class = "service.server.worker.Worker"
 _int_env("GUNICORN_HEADER_TIMEOUT", 1)
 threads = _int_env("GUNICORN_THREADS", 1)
 graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT")
@@ -63,7 +63,7 @@ max_requests = 0
 # One header field may hold a token up to 32 KiB ("Authorization: Bearer " included), so a
 # token over AUTH0_MAX_TOKEN_BYTES (16 KiB) still reaches the app and gets its RFC 6750 401;
 # a longer field gets the worker's JSON 431. The whole head is capped at 64 KiB by the worker
-# (service.request_head.MAX_HEAD_BYTES), which bounds the parse to one linear pass.
+# (service.server.request_head.MAX_HEAD_BYTES), which bounds the parse to one linear pass.
 limit_request_field_size = 32768
 # Heartbeat files in RAM: works with a read-only root filesystem.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -77,7 +77,7 @@ try:
     loglevel = log_settings(os.environ).level.lower()
 except ConfigError as _error:
     _fail(_error)
-logger_class = "service.logging.GunicornLogger"
+logger_class = "service.server.gunicorn_logger.GunicornLogger"
 
 
 def on_starting(server):
@@ -89,8 +89,8 @@ def on_starting(server):
     if settings.dpop != "disabled":
         # Made here, before the fork, so that every worker maps the same DPoP replay table and
         # derives the same server nonces (RFC 9449 §9, §11.1).
-        from service import nonce
-        from service import replay
+        from service.jose import nonce
+        from service.jose import replay
 
         replay.shared_store(settings.dpop_replay_capacity)
         if settings.dpop_nonce:
@@ -109,7 +109,7 @@ def when_ready(server):
         _fail(error)
     if not port:
         return
-    from service import metrics_server
+    from service.server import metrics_server
 
     host = metrics_server.listen_host(server.cfg.address[0])
     try:

@@ -16,8 +16,8 @@ import tracemalloc
 
 from service.config import DEFAULTS
 from service.config import Settings
-from service.tokens import verifier_for
-from tests.issuer import LocalIssuer
+from service.jose.verifier import verifier_for
+from tests.support.issuer import LocalIssuer
 
 SHAPES = {
     "small (1 scope)": None,

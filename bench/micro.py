@@ -41,7 +41,7 @@ Validate = Callable[[str], Any]
 def build_ours(issuer: str, audience: str, jwks_uri: str) -> Validate:
     """Return our validator's per-request call (the one place to adapt if service/ changes)."""
     from service.config import Settings
-    from service.tokens import verifier_for
+    from service.jose.verifier import verifier_for
 
     settings = Settings.from_env(
         {"AUTH0_ISSUER": issuer, "AUTH0_AUDIENCE": audience, "AUTH0_JWKS_URI": jwks_uri}
@@ -119,11 +119,11 @@ def build_dpop_pair(
     from bench.material import KID
     from bench.material import _claims
     from dev_issuer.client import make_proof
-    from service import dpop
     from service.config import Settings
-    from service.replay import ReplayStore
-    from service.tokens import verifier_for
-    from service.validator import bound_key
+    from service.jose import dpop
+    from service.jose.access_token import bound_key
+    from service.jose.replay import ReplayStore
+    from service.jose.verifier import verifier_for
 
     settings = Settings.from_env(
         {"AUTH0_ISSUER": issuer, "AUTH0_AUDIENCE": audience, "AUTH0_JWKS_URI": jwks_uri}

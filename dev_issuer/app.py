@@ -22,7 +22,7 @@ from dev_issuer.keys import SigningKey
 from dev_issuer.mint import mint_token
 from dev_issuer.oauth import AUTH_METHODS
 from dev_issuer.oauth import DevAuthorizationServer
-from service.errors import InvalidDPoPProofError
+from service.jose.errors import InvalidDPoPProofError
 
 _MAX_BODY = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

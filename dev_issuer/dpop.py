@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Request
 
-from service.dpop import ProofVerifier
-from service.errors import InvalidDPoPProofError
-from service.replay import ReplayStore
+from service.jose.dpop import ProofVerifier
+from service.jose.errors import InvalidDPoPProofError
+from service.jose.replay import ReplayStore
 
 #: Every proof algorithm the API can be configured to accept.
 ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")

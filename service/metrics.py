@@ -1,4 +1,4 @@
-"""Prometheus metrics, correct across gunicorn workers (prometheus_client multiprocess mode).
+"""Prometheus metric definitions, correct across gunicorn workers (prometheus_client multiprocess mode).
 
 ``PROMETHEUS_MULTIPROC_DIR`` must be in the environment before this module is imported:
 prometheus_client picks its value store at import (gunicorn.conf.py guarantees it).
@@ -7,23 +7,16 @@ Labels are route templates and bounded enums only, never raw paths, subjects or 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from typing import Any
 
-from flask import Blueprint
-from flask import Response
-from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client import REGISTRY
-from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Gauge
 from prometheus_client import Histogram
-from prometheus_client import generate_latest
-from prometheus_client import multiprocess
 
-from .config import Settings
-from .jwks import FetchEvent
+if TYPE_CHECKING:
+    from .jose.jwks_cache import FetchEvent
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: A fetch is a network round trip or two, bounded by AUTH0_HTTP_TIMEOUT (at most 60 s each).
@@ -84,7 +77,8 @@ HTTP_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
-bp = Blueprint("metrics", __name__)
+#: Methods counted by name; anything else is "other" so clients cannot mint label values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _resolver(metric: Any) -> Callable[..., Any]:
@@ -123,27 +117,21 @@ def jwks_fetched(event: FetchEvent) -> None:
         JWKS_LAST_SUCCESS.labels(event.issuer).set_to_current_time()
 
 
-@bp.get("/metrics")
-def metrics() -> Response:
-    """Prometheus text exposition, aggregated over every worker when multiprocess."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # A fresh registry per scrape: the global one would show only this worker's share.
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+def method_label(method: str) -> str:
+    """A method as a bounded label: known verbs by name, anything else ``other``."""
+    return method if method in _METHODS else "other"
 
 
-def init_app(app: Any, settings: Settings) -> None:
-    """Register the /metrics endpoint and pre-create the always-present series."""
-    # With METRICS_PORT, the gunicorn master serves /metrics (service.metrics_server) and the
-    # app port answers 404 for it: clients never see denial reasons or pay for a scrape.
-    if not settings.metrics_port:
-        app.register_blueprint(bp)
+def count_unmatched(method: str, status: int) -> None:
+    """Count a request answered before routing (gunicorn's parser or the worker's limits)."""
+    http_request("unmatched", method_label(method), str(status)).inc()
+
+
+def precreate(version: str, revision: str) -> None:
+    """Pre-create the always-present series: token-cache lookups and the build info."""
     _token_cache_hit.inc(0)
     _token_cache_miss.inc(0)
-    BUILD_INFO.labels(settings.version, settings.revision).set(1)
+    BUILD_INFO.labels(version, revision).set(1)
 
 
 def track_issuer(issuer: str) -> None:

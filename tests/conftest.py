@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.issuer import LocalIssuer
-from tests.procs import ServerFactory
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import ServerFactory
 
 
 @pytest.fixture

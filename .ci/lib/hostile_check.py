@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests import hostile  # noqa: E402
-from tests.helpers import warm  # noqa: E402
-from tests.issuer import LocalIssuer  # noqa: E402
-from tests.procs import ServerFactory  # noqa: E402
+from tests.support import hostile  # noqa: E402
+from tests.support.helpers import warm  # noqa: E402
+from tests.support.issuer import LocalIssuer  # noqa: E402
+from tests.support.procs import ServerFactory  # noqa: E402
 
 HEADER_TIMEOUT = 10.0
 

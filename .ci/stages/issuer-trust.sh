@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI stage "issuer-trust": a named tenant never leaves the dev issuer trusted, and a plain-http
 # issuer stops the shipped image at start. `docker compose config` and podman-compose render the
-# unmodified docker-compose.yml for several .env files (tests/unit/test_compose_tenant.py, which
+# unmodified docker-compose.yml for several .env files (tests/repo/test_compose_tenant.py, which
 # bin/test skips on a machine without compose tools); then the API image really starts: exit 78
 # with one line naming AUTH0_ISSUER for http://login.example.com/, and serving with
 # AUTH0_ALLOW_INSECURE_ISSUER=1.
@@ -28,7 +28,7 @@ trap 'exit 130' INT TERM
 step "container tooling (shared setup.sh)" container_setup
 
 step "compose config: a tenant in .env or the shell is trusted, never the dev issuer" \
-  env REQUIRE_COMPOSE=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_compose_tenant.py
+  env REQUIRE_COMPOSE=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/repo/test_compose_tenant.py
 
 step "build API image" podman build --pull=never --format docker --quiet -t "$API_IMAGE" .
 

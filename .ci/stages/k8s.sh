@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI stage "k8s": render every kustomize overlay with `kubectl kustomize`, validate the output with
 # kubernetes-validate --strict (several Kubernetes versions) and checkov (skips carry reasons),
-# checkov on the Dockerfile, yamllint on the deployment YAML, and tests/unit/test_manifests.py (probe
+# checkov on the Dockerfile, yamllint on the deployment YAML, and tests/repo/test_manifests.py (probe
 # paths, ports and env names in deploy/ and docker-compose.yml against what the service serves
 # and reads).
 set -euo pipefail
@@ -62,7 +62,7 @@ validate() { # OVERLAY VERSION
   "$TOOLS_VENV/bin/kubernetes-validate" -k "$2" --strict - < "$WORK/$1.yaml" > "$WORK/kv.out" 2>&1 \
     || { cat "$WORK/kv.out"; return 1; }
   # Only the operator's CRDs (ServiceMonitor, PrometheusRule) may lack a schema: a WARN about any
-  # other kind (say a mistyped apiVersion) would otherwise pass silently. tests/unit check those two.
+  # other kind (say a mistyped apiVersion) would otherwise pass silently. tests/repo check those two.
   if grep 'WARN' "$WORK/kv.out" \
       | grep -Ev 'kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1'; then
     return 1
@@ -91,6 +91,6 @@ step "checkov Dockerfile" "$TOOLS_VENV/bin/checkov" --quiet --compact --skip-dow
   --framework dockerfile -f Dockerfile
 
 venv_tool pytest
-step "pytest tests/unit/test_manifests.py" .venv/bin/pytest -q -p no:cacheprovider tests/unit/test_manifests.py
+step "pytest tests/repo/test_manifests.py" .venv/bin/pytest -q -p no:cacheprovider tests/repo/test_manifests.py
 
 log "k8s stage passed in $(( $(date +%s) - STAGE_T0 ))s"

@@ -98,8 +98,8 @@ step "promtool test rules deploy/prometheus/alerts.test.yml" \
 venv_tool pytest
 # The same promtool checks, plus the dashboard's queries and the PrometheusRule wrapper, as the
 # unit tests run them; here promtool is installed, so none may skip.
-step "pytest tests/unit/test_monitoring.py (promtool present: no skips)" \
-  env REQUIRE_PROMTOOL=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_monitoring.py
+step "pytest tests/repo/test_monitoring.py (promtool present: no skips)" \
+  env REQUIRE_PROMTOOL=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/repo/test_monitoring.py
 
 start_service() {
   # DEVELOPMENT issuer on loopback; its identifier is its loopback URL here.

@@ -28,7 +28,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from dev_issuer.config import IssuerConfigError
 from dev_issuer.config import IssuerSettings
 from dev_issuer.keys import SigningKey
-from tests.procs import free_port
+from tests.support.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://api.dev.local"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import http_get
 from tests.support.caddy import Caddy
 from tests.support.nginx import Nginx
 from tests.support.nginx import render_template
+from tests.support.procs import http_get
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ import http.client
 
 import pytest
 
-from tests import tokens
-from tests.issuer import LocalIssuer
-from tests.procs import Server
-from tests.procs import ServerFactory
+from tests.support import mint as tokens
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
 
 pytestmark = pytest.mark.slow
 

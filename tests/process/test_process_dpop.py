@@ -6,10 +6,10 @@ import pytest
 from joserfc.jwk import ECKey
 
 from dev_issuer.client import make_proof
-from tests.issuer import LocalIssuer
-from tests.procs import Response
-from tests.procs import Server
-from tests.procs import ServerFactory
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Response
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from tests import hostile
-from tests.helpers import warm
-from tests.issuer import LocalIssuer
-from tests.procs import Server
-from tests.procs import ServerFactory
-from tests.procs import metric_sum
+from tests.support import hostile
+from tests.support.helpers import warm
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
+from tests.support.procs import metric_sum
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.issuer import LocalIssuer
-from tests.procs import ServerFactory
-from tests.procs import run_to_exit
-from tests.procs import service_env
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import ServerFactory
+from tests.support.procs import run_to_exit
+from tests.support.procs import service_env
 
 pytestmark = pytest.mark.slow
 

@@ -15,16 +15,16 @@ import time
 
 import pytest
 
-from tests.helpers import eventually
-from tests.helpers import get_many
-from tests.helpers import statuses
-from tests.helpers import warm
-from tests.issuer import LocalIssuer
-from tests.procs import REPO
-from tests.procs import Response
-from tests.procs import Server
-from tests.procs import ServerFactory
-from tests.procs import metric_sum
+from tests.support.helpers import eventually
+from tests.support.helpers import get_many
+from tests.support.helpers import statuses
+from tests.support.helpers import warm
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import REPO
+from tests.support.procs import Response
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
+from tests.support.procs import metric_sum
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def _flood(port: int, tokens: list[str], connections: int, seconds: float) -> su
     job = {"port": port, "path": "/api/private", "tokens": tokens}
     job.update(connections=connections, seconds=seconds)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.flood"],
+        [sys.executable, "-m", "tests.support.flood"],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.issuer import LocalIssuer
-from tests.procs import Server
-from tests.procs import ServerFactory
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from service.logging import MAX_LOGGED_CHARS
-from service.logging import TRUNCATED
-from tests.issuer import LocalIssuer
-from tests.procs import Server
-from tests.procs import ServerFactory
+from service.logs import MAX_LOGGED_CHARS
+from service.logs import TRUNCATED
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.issuer import LocalIssuer
-from tests.procs import Response
-from tests.procs import Server
-from tests.procs import ServerFactory
-from tests.procs import read_json_lines
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Response
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
+from tests.support.procs import read_json_lines
 
 pytestmark = pytest.mark.slow
 

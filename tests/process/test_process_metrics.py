@@ -10,17 +10,17 @@ from collections import Counter
 
 import pytest
 
-from tests.helpers import eventually
-from tests.helpers import get_many
-from tests.helpers import parallel
-from tests.helpers import statuses
-from tests.helpers import warm
-from tests.issuer import Key
-from tests.issuer import LocalIssuer
-from tests.procs import Server
-from tests.procs import ServerFactory
-from tests.procs import metric_sum
-from tests.procs import parse_metrics
+from tests.support.helpers import eventually
+from tests.support.helpers import get_many
+from tests.support.helpers import parallel
+from tests.support.helpers import statuses
+from tests.support.helpers import warm
+from tests.support.issuer import Key
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
+from tests.support.procs import metric_sum
+from tests.support.procs import parse_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually
-from tests.helpers import get_many
-from tests.helpers import statuses
-from tests.helpers import warm
-from tests.issuer import LocalIssuer
-from tests.procs import ServerFactory
-from tests.procs import free_port
-from tests.procs import http_get
-from tests.procs import metric_sum
-from tests.procs import parse_metrics
-from tests.procs import run_to_exit
-from tests.procs import service_env
+from tests.support.helpers import eventually
+from tests.support.helpers import get_many
+from tests.support.helpers import statuses
+from tests.support.helpers import warm
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import ServerFactory
+from tests.support.procs import free_port
+from tests.support.procs import http_get
+from tests.support.procs import metric_sum
+from tests.support.procs import parse_metrics
+from tests.support.procs import run_to_exit
+from tests.support.procs import service_env
 
 pytestmark = pytest.mark.slow
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually
-from tests.issuer import LocalIssuer
-from tests.procs import REPO
-from tests.procs import ServerFactory
-from tests.procs import clean_env
-from tests.procs import free_port
-from tests.procs import launch
-from tests.procs import metric_sum
-from tests.procs import run_to_exit
-from tests.procs import service_env
+from tests.support.helpers import eventually
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import REPO
+from tests.support.procs import ServerFactory
+from tests.support.procs import clean_env
+from tests.support.procs import free_port
+from tests.support.procs import launch
+from tests.support.procs import metric_sum
+from tests.support.procs import run_to_exit
+from tests.support.procs import service_env
 
 pytestmark = pytest.mark.slow
 

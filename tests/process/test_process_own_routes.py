@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 
-from tests.helpers import eventually
-from tests.issuer import LocalIssuer
-from tests.procs import Server
-from tests.procs import ServerFactory
-from tests.procs import http_get
-from tests.procs import metric_sum
+from tests.support.helpers import eventually
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Server
+from tests.support.procs import ServerFactory
+from tests.support.procs import http_get
+from tests.support.procs import metric_sum
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ ORDER = "/api/orders/<int:order_id>"
 
 @pytest.fixture(scope="module")
 def server(module_issuer: LocalIssuer, module_gunicorn: ServerFactory) -> Server:
-    return module_gunicorn(module_issuer, workers=2, args=("tests.orders_example:create_app()",))
+    return module_gunicorn(module_issuer, workers=2, args=("tests.support.orders_example:create_app()",))
 
 
 def _decision_lines(server: Server) -> Counter[tuple[str, str, str]]:

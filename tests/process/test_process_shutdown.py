@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from tests.issuer import LocalIssuer
-from tests.procs import Response
-from tests.procs import ServerFactory
-from tests.procs import read_json_lines
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Response
+from tests.support.procs import ServerFactory
+from tests.support.procs import read_json_lines
 
 pytestmark = pytest.mark.slow
 

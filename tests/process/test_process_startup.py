@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually
-from tests.issuer import LocalIssuer
-from tests.procs import ServerFactory
-from tests.procs import free_port
-from tests.procs import http_get
-from tests.procs import run_to_exit
-from tests.procs import service_env
+from tests.support.helpers import eventually
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import ServerFactory
+from tests.support.procs import free_port
+from tests.support.procs import http_get
+from tests.support.procs import run_to_exit
+from tests.support.procs import service_env
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.issuer import LocalIssuer
-from tests.procs import ServerFactory
-from tests.procs import metric_sum
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import ServerFactory
+from tests.support.procs import metric_sum
 
 pytestmark = pytest.mark.slow
 

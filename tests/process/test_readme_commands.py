@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.issuer import LocalIssuer
 from tests.process.test_bin_dev import listening_addresses
-from tests.procs import REPO
-from tests.procs import Server
-from tests.procs import clean_env
-from tests.procs import free_port
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import REPO
+from tests.support.procs import Server
+from tests.support.procs import clean_env
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.slow
 

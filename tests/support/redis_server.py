@@ -21,7 +21,7 @@ from types import TracebackType
 import pytest
 import redis
 
-from tests.procs import free_port
+from tests.support.procs import free_port
 
 #: How long a start may take before the server counts as broken.
 _START_TIMEOUT = 10.0

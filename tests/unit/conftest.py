@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.appkit import app_for
-from tests.issuer import LocalIssuer
+from tests.support.appkit import app_for
+from tests.support.issuer import LocalIssuer
 
 
 @pytest.fixture(scope="module")

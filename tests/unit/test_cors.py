@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.appkit import app_for
-from tests.issuer import LocalIssuer
+from tests.support.appkit import app_for
+from tests.support.issuer import LocalIssuer
 
 SPA = "https://spa.example"
 

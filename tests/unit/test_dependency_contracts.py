@@ -20,7 +20,7 @@ from gunicorn.http.unreader import Unreader
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
-from service.errors import AuthError
+from service.jose.errors import AuthError
 
 
 def test_authlib_oauth2error_init_sets_nothing_autherror_lacks() -> None:
@@ -153,7 +153,7 @@ def test_the_logged_http_parser_is_the_one_gunicorn_picks(setting: str) -> None:
     """The start-up line ("Using HTTP parser") follows gunicorn's own (private) choice."""
     from gunicorn.http.message import _check_fast_parser
 
-    from service.gunicorn_worker import http_parser
+    from service.server.worker import http_parser
 
     cfg = Config()
     cfg.set("http_parser", setting)

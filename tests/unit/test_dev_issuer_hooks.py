@@ -9,7 +9,7 @@ import urllib.request
 from dev_issuer.app import create_app
 from dev_issuer.config import IssuerSettings
 from dev_issuer.server import BackgroundServer
-from tests.issuer import LocalIssuer
+from tests.support.issuer import LocalIssuer
 
 
 def _get(url: str) -> tuple[int, dict[str, str], bytes]:

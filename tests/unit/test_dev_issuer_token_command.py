@@ -15,11 +15,11 @@ import pytest
 from joserfc.jwk import ECKey
 
 from dev_issuer import client
-from tests import orders_example
-from tests.appkit import bearer
-from tests.appkit import settings_for
-from tests.issuer import LocalIssuer
-from tests.procs import free_port
+from tests.support import orders_example
+from tests.support.appkit import bearer
+from tests.support.appkit import settings_for
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.nonce import NonceIssuer
-from service.nonce import ensure_secret
-from service.nonce import secret_bytes
-from service.urls import normalize
+from service.jose.nonce import NonceIssuer
+from service.jose.nonce import ensure_secret
+from service.jose.nonce import secret_bytes
+from service.jose.urls import normalize
 
 
 def test_processes_sharing_a_secret_agree_on_nonces() -> None:

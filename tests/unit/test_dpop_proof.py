@@ -11,14 +11,14 @@ from joserfc.jwk import OKPKey
 from joserfc.jwk import RSAKey
 
 from dev_issuer.client import make_proof
-from service.dpop import ProofVerifier
-from service.dpop import access_token_hash
-from service.errors import InvalidDPoPProofError
-from service.errors import UseDPoPNonceError
-from service.nonce import NonceIssuer
-from service.replay import ReplayStore
-from tests.issuer import b64url
-from tests.issuer import json_segment
+from service.jose.dpop import ProofVerifier
+from service.jose.dpop import access_token_hash
+from service.jose.errors import InvalidDPoPProofError
+from service.jose.errors import UseDPoPNonceError
+from service.jose.nonce import NonceIssuer
+from service.jose.replay import ReplayStore
+from tests.support.issuer import b64url
+from tests.support.issuer import json_segment
 
 URL = "https://api.example.com/api/private"
 TOKEN = "header.payload.signature"

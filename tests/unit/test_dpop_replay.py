@@ -5,8 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-from service.replay import PROBE
-from service.replay import ReplayStore
+from service.jose.replay import PROBE
+from service.jose.replay import ReplayStore
 
 NOW = 1_000_000.0
 

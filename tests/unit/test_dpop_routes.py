@@ -11,10 +11,10 @@ from joserfc.jwk import ECKey
 from prometheus_client import REGISTRY
 
 from dev_issuer.client import make_proof
-from service import nonce
-from tests.appkit import bearer
-from tests.appkit import client_for
-from tests.issuer import LocalIssuer
+from service.jose import nonce
+from tests.support.appkit import bearer
+from tests.support.appkit import client_for
+from tests.support.issuer import LocalIssuer
 
 KEY = ECKey.generate_key("P-256", private=True)
 PRIVATE = "http://localhost/api/private"

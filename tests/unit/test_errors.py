@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from authlib.oauth2.base import invalid_error_characters
 
-from service import errors
-from service.errors import AuthError
+from service.jose import errors
+from service.jose.errors import AuthError
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 

@@ -10,15 +10,15 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from service.jwks import FetchError
-from service.jwks import FetchEvent
-from service.jwks import JWKSCache
-from service.jwks import _downgrades
-from service.jwks import parse_jwks
-from tests.appkit import settings_for
-from tests.helpers import eventually
-from tests.issuer import LocalIssuer
-from tests.issuer import b64url
+from service.jose.jwks_cache import FetchEvent
+from service.jose.jwks_cache import JWKSCache
+from service.jose.jwks_fetch import FetchError
+from service.jose.jwks_fetch import downgrades as _downgrades
+from service.jose.jwks_parse import parse_jwks
+from tests.support.appkit import settings_for
+from tests.support.helpers import eventually
+from tests.support.issuer import LocalIssuer
+from tests.support.issuer import b64url
 
 
 def cache_for(issuer: LocalIssuer, fetches: list[str] | None = None, **env: str) -> JWKSCache:

@@ -15,10 +15,10 @@ from dev_issuer.tenants import extra_issuers
 from service.app import create_app
 from service.config import ConfigError
 from service.config import Settings
-from tests.appkit import bearer
-from tests.helpers import eventually
-from tests.issuer import Key
-from tests.issuer import LocalIssuer
+from tests.support.appkit import bearer
+from tests.support.helpers import eventually
+from tests.support.issuer import Key
+from tests.support.issuer import LocalIssuer
 
 BASE = {"AUTH0_AUDIENCE": "https://api.example"}
 

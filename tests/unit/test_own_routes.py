@@ -9,10 +9,10 @@ from flask import jsonify
 from prometheus_client import REGISTRY
 
 from service.auth import require_auth
-from tests import orders_example
-from tests.appkit import bearer
-from tests.appkit import settings_for
-from tests.issuer import LocalIssuer
+from tests.support import orders_example
+from tests.support.appkit import bearer
+from tests.support.appkit import settings_for
+from tests.support.issuer import LocalIssuer
 
 extra = Blueprint("extra", __name__, url_prefix="/api/extra")
 

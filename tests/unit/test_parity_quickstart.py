@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from tests import tokens
-from tests.appkit import bearer
+from tests.support import mint as tokens
+from tests.support.appkit import bearer
 
 
 def _get(client, token: str) -> int:

@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from tests.appkit import bearer
-from tests.issuer import LocalIssuer
+from tests.support.appkit import bearer
+from tests.support.issuer import LocalIssuer
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

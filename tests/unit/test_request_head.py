@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from service import request_head
-from service.request_head import COMPLETE
-from service.request_head import HEAD_TOO_LARGE
-from service.request_head import INCOMPLETE
-from service.request_head import MAX_HEAD_BYTES
-from service.request_head import URI_TOO_LONG
+from service.server import request_head
+from service.server.request_head import COMPLETE
+from service.server.request_head import HEAD_TOO_LARGE
+from service.server.request_head import INCOMPLETE
+from service.server.request_head import MAX_HEAD_BYTES
+from service.server.request_head import URI_TOO_LONG
 
 LINE_LIMIT = 4094
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.appkit import bearer
-from tests.appkit import client_for
-from tests.helpers import eventually
-from tests.issuer import LocalIssuer
+from tests.support.appkit import bearer
+from tests.support.appkit import client_for
+from tests.support.helpers import eventually
+from tests.support.issuer import LocalIssuer
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from joserfc import jws
 from joserfc.jwk import RSAKey
 
 from service.config import SUPPORTED_ALGORITHMS
-from service.jwks import VerificationKey
-from service.tokens import _signature_check
+from service.jose.jwks_parse import VerificationKey
+from service.jose.signatures import signature_check as _signature_check
 
 RSA_ALGORITHMS = sorted(a for a in SUPPORTED_ALGORITHMS if a[:2] in ("RS", "PS"))
 

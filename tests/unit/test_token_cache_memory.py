@@ -7,9 +7,9 @@ import time
 import pytest
 
 from service.config import Settings
-from service.jwks import JWKSCache
-from service.tokens import TokenVerifier
-from tests.issuer import LocalIssuer
+from service.jose.jwks_cache import JWKSCache
+from service.jose.verifier import TokenVerifier
+from tests.support.issuer import LocalIssuer
 
 RBAC = [f"read:resource-{i:04d}" for i in range(500)]
 BUDGET = 65536

@@ -6,11 +6,11 @@ import base64
 
 import pytest
 
-from tests.appkit import bearer
-from tests.appkit import client_for
-from tests.issuer import LocalIssuer
-from tests.issuer import b64url
-from tests.issuer import json_segment
+from tests.support.appkit import bearer
+from tests.support.appkit import client_for
+from tests.support.issuer import LocalIssuer
+from tests.support.issuer import b64url
+from tests.support.issuer import json_segment
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 #: Unused low bits of the last character, by segment length % 4.

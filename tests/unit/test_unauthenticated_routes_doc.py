@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from service.resource_metadata import SCOPES_ATTRIBUTE
-from tests.appkit import app_for
-from tests.issuer import LocalIssuer
+from service.web.resource_metadata import SCOPES_ATTRIBUTE
+from tests.support.appkit import app_for
+from tests.support.issuer import LocalIssuer
 
 ROOT = Path(__file__).resolve().parents[2]
 SECURITY = (ROOT / "docs" / "security.md").read_text()

@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from tests import tokens
-from tests.appkit import bearer
-from tests.appkit import client_for
-from tests.issuer import LocalIssuer
+from tests.support import mint as tokens
+from tests.support.appkit import app_for
+from tests.support.appkit import bearer
+from tests.support.appkit import client_for
+from tests.support.issuer import LocalIssuer
 
 ATTACKS = [
     "alg_none", "alg_none_with_signature", "hs256_public_key", "hs256_public_jwk_json", "disallowed_alg",
@@ -130,7 +131,7 @@ def test_a_token_without_kid_is_refused(client, module_issuer) -> None:
 
 
 def test_a_non_finite_exp_is_refused(client, module_issuer: LocalIssuer) -> None:
-    from tests.issuer import compact
+    from tests.support.issuer import compact
 
     header = {"alg": "RS256", "typ": "JWT", "kid": module_issuer.current_key.kid}
     claims = module_issuer.claims()
@@ -138,7 +139,7 @@ def test_a_non_finite_exp_is_refused(client, module_issuer: LocalIssuer) -> None
     # Swap in a payload whose exp is 1e400 (parsed as infinity) and re-sign it.
     import json
 
-    from tests.issuer import b64url
+    from tests.support.issuer import b64url
 
     payload = json.dumps(claims).replace(str(claims["exp"]), "1e400")
     h = token.split(".")[0]
@@ -202,7 +203,7 @@ def test_token_cache_can_be_disabled() -> None:
 
 def test_token_cache_is_bounded() -> None:
     with LocalIssuer() as issuer:
-        app = __import__("tests.appkit", fromlist=["app_for"]).app_for(issuer, AUTH0_TOKEN_CACHE_SIZE="3")
+        app = app_for(issuer, AUTH0_TOKEN_CACHE_SIZE="3")
         client = app.test_client()
         for _ in range(10):
             assert client.get("/api/private", headers=bearer(issuer.mint())).status_code == 200

@@ -22,9 +22,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import ENV_VARIABLES
-from tests.issuer import LocalIssuer
+from tests.support.issuer import LocalIssuer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
 
 # Variables the service reads, stripped from the inherited environment so a developer's shell

@@ -13,8 +13,8 @@ from flask import abort
 from flask import current_app
 from flask import jsonify
 
-from .config import Settings
-from .urls import normalize
+from ..config import Settings
+from ..jose.urls import normalize
 
 #: RFC 9728 §3: the well-known path of the metadata document.
 PATH = "/.well-known/oauth-protected-resource"

@@ -15,31 +15,21 @@ The timing guarantees are stated for users in docs/jwks-cache.md; this is how th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import threading
 import time
-import urllib.error
-import urllib.request
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
-from typing import Any
 
-from joserfc.jwk import Key
-from joserfc.jwk import import_key
+from ..config import Settings
+from . import jwks_fetch
+from .jwks_fetch import FetchError
+from .jwks_parse import VerificationKey
+from .jwks_parse import parse_jwks
 
-from .config import Settings
-from .config import discovery_url
-from .config import fallback_jwks_url
-from .config import key_type_for
-
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
-#: The only URL schemes we fetch from; urllib would otherwise also open file:// and ftp://.
-_SCHEMES = ("http://", "https://")
 #: The refresh starts this share of the TTL (at most _REFRESH_LEAD_MAX s) before expiry, so a
 #: healthy issuer's answer replaces the set before it goes stale.
 _REFRESH_LEAD = 0.1
@@ -48,19 +38,9 @@ _REFRESH_LEAD_MAX = 30.0
 _RETRY_FLOOR = 0.1
 #: Longest single sleep of the refresher (threading rejects huge timeouts).
 _MAX_SLEEP = 3600.0
-#: JWK members only private or symmetric keys have (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
-log = logging.getLogger(__name__)
-
-
-class FetchError(Exception):
-    """A discovery or JWKS fetch failed; the message is safe to log."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        #: The HTTP status the server answered with, if it answered at all.
-        self.status = status
+#: The logger name log lines carry (kept from before the package split).
+log = logging.getLogger("service.jwks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,22 +56,6 @@ class FetchEvent:
     duration: float
     #: Keys in the set held after the fetch (the last good set's on failure).
     keys: int
-
-
-@dataclass(frozen=True, slots=True)
-class VerificationKey:
-    """A published public key with what the validator checks against, resolved once per fetch."""
-
-    key: Key
-    kty: str
-    alg: str | None
-    native: Any
-
-    @classmethod
-    def of(cls, key: Key) -> VerificationKey:
-        """Resolve the joserfc key's type, pinned algorithm and cryptography public key."""
-        alg = key.get("alg")
-        return cls(key, key.key_type, alg if isinstance(alg, str) else None, key.public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,11 +300,12 @@ class JWKSCache:
 
     def _fetch(self, state: _State) -> tuple[dict[str, VerificationKey], float]:
         """Resolve the JWKS URI (discovery, then Auth0's fixed path) and fetch the keys."""
+        timeout, limit = self._settings.http_timeout, self._settings.jwks_max_bytes
         uri = state.jwks_uri
         if uri is None:
-            uri = self._discover()
+            uri = jwks_fetch.discover(self.issuer, timeout=timeout, limit=limit)
             state.jwks_uri = uri
-        body, max_age = self._get(uri)
+        body, max_age = jwks_fetch.get(uri, timeout=timeout, limit=limit)
         keys = parse_jwks(body, self._settings.algorithms)
         ttl = self._settings.jwks_ttl
         if max_age is not None:
@@ -348,55 +313,6 @@ class JWKSCache:
             # cannot turn every request into a fetch.
             ttl = max(1.0, min(ttl, float(max_age)))
         return keys, ttl
-
-    def _discover(self) -> str:
-        """Find jwks_uri via OIDC discovery, falling back to ``{issuer}.well-known/jwks.json``."""
-        issuer = self.issuer
-        try:
-            body, _ = self._get(discovery_url(issuer))
-            doc = json.loads(body)
-        except FetchError as exc:
-            if not _is_not_found(exc):
-                raise
-            return fallback_jwks_url(issuer)
-        except (ValueError, RecursionError):
-            return fallback_jwks_url(issuer)
-        if not isinstance(doc, dict):
-            return fallback_jwks_url(issuer)
-        # OIDC Discovery §4.3: the document's issuer must be identical to the one we trust.
-        if doc.get("issuer") != issuer:
-            raise FetchError(
-                f"discovery names issuer {doc.get('issuer')!r}, not {issuer!r}: AUTH0_ISSUER must "
-                "match the issuer exactly, trailing slash included"
-            )
-        uri = doc.get("jwks_uri")
-        if not isinstance(uri, str) or not uri.startswith(_SCHEMES):
-            return fallback_jwks_url(issuer)
-        if _downgrades(issuer, uri):
-            raise FetchError(f"discovery names a plain-http jwks_uri {uri!r} for an https issuer")
-        return uri
-
-    def _get(self, url: str) -> tuple[bytes, int | None]:
-        """GET a URL with timeouts and a size cap; return the body and Cache-Control max-age."""
-        if not url.startswith(_SCHEMES):
-            raise FetchError("refusing a non-http(s) URL")
-        limit = self._settings.jwks_max_bytes
-        timeout = self._settings.http_timeout
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                body = _read_capped(response, limit, time.monotonic() + timeout)
-                cache_control = response.headers.get("Cache-Control", "")
-        except urllib.error.HTTPError as exc:
-            raise FetchError(f"HTTP {exc.code} from {url}", status=exc.code) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise FetchError(f"cannot reach {url}: {reason}") from None
-        if body is None:
-            raise FetchError(f"response from {url} exceeds {limit} bytes")
-        match = _MAX_AGE.search(cache_control)
-        return body, int(match.group(1)) if match else None
-
 
 def _refresh_loop(ref: weakref.ReferenceType[JWKSCache], state: _State) -> None:
     """The refresher: fetch whenever due, until the cache is collected or replaced by a fork."""
@@ -411,23 +327,6 @@ def _refresh_loop(ref: weakref.ReferenceType[JWKSCache], state: _State) -> None:
         if delay > 0:
             state.wake.wait(delay)
             state.wake.clear()
-
-
-def _read_capped(response: Any, limit: int, deadline: float) -> bytes | None:
-    """Read at most ``limit`` bytes before ``deadline``; None if the body is larger.
-
-    The socket timeout bounds each read; the deadline bounds a server that dribbles bytes.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := response.read1(65536):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if time.monotonic() > deadline:
-            raise OSError("body not received within the timeout")
-    return b"".join(chunks)
 
 
 # -- small predicates on the cache state ------------------------------------------------------
@@ -447,115 +346,3 @@ def _usable(state: _State, now: float) -> KeySet | None:
 def _cooling_down(state: _State, keyset: KeySet, now: float, cooldown: float) -> bool:
     """Whether an unknown kid came too soon after the last fetch to refresh again."""
     return now - max(state.last_kid_refresh, keyset.fetched_at) < cooldown
-
-
-def _downgrades(issuer: str, jwks_uri: str) -> bool:
-    """An https issuer's keys offered over plain http, where anyone on the path could swap them.
-
-    OpenID Connect Discovery 1.0 §7.1 and RFC 8414 §6 require TLS for the metadata and what it
-    points to (https://openid.net/specs/openid-connect-discovery-1_0.html#TLSRequirements).
-    """
-    return issuer.lower().startswith("https://") and not jwks_uri.lower().startswith("https://")
-
-
-def _is_not_found(exc: FetchError) -> bool:
-    """A 404 from discovery: the issuer publishes no OIDC metadata (Auth0's fixed path then)."""
-    return exc.status == 404
-
-
-# -- parsing the JWKS -------------------------------------------------------------------------
-
-
-def parse_jwks(body: bytes, algorithms: tuple[str, ...]) -> dict[str, VerificationKey]:
-    """Import the usable public signing keys of a JWKS document (RFC 7517 §5)."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        raise FetchError("JWKS is not valid JSON") from None
-    entries = doc.get("keys") if isinstance(doc, dict) else None
-    if not isinstance(entries, list):
-        raise FetchError("JWKS has no 'keys' array")
-    wanted_kty = {key_type_for(a) for a in algorithms}
-    keys: dict[str, VerificationKey] = {}
-    ambiguous: set[str] = set()
-    for entry in entries:
-        key = _usable_key(entry, wanted_kty, algorithms)
-        if key is None:
-            continue
-        kid = entry["kid"]
-        held = keys.get(kid)
-        if held is None and kid not in ambiguous:
-            keys[kid] = VerificationKey.of(key)
-        elif held is not None and held.key.thumbprint() != key.thumbprint():
-            # RFC 7517 §4.5: distinct keys get distinct kids. Two keys under one kid leave it
-            # unclear which one a token means, so neither verifies anything.
-            del keys[kid]
-            ambiguous.add(kid)
-    if not keys:
-        raise FetchError("JWKS holds no usable signing key")
-    return keys
-
-
-def _usable_key(entry: Any, wanted_kty: set[str], algorithms: tuple[str, ...]) -> Key | None:
-    """Return the imported key if the JWK is a public signing key we may use, else None."""
-    if not (
-        isinstance(entry, dict)
-        and _has_kid(entry)
-        and _is_wanted_type(entry, wanted_kty)
-        and _is_for_signatures(entry)
-        and _alg_is_allowed(entry, algorithms)
-        and not _has_private_members(entry)
-    ):
-        return None
-    key = _import(entry)
-    if key is None or _is_too_weak(key):
-        return None
-    return key
-
-
-def _has_kid(entry: dict[str, Any]) -> bool:
-    """A non-empty string kid: tokens name their key by it."""
-    kid = entry.get("kid")
-    return isinstance(kid, str) and bool(kid)
-
-
-def _is_wanted_type(entry: dict[str, Any], wanted_kty: set[str]) -> bool:
-    """A key type one of the allowed algorithms can use (RFC 7518 §6.1)."""
-    kty = entry.get("kty")
-    return isinstance(kty, str) and kty in wanted_kty
-
-
-def _is_for_signatures(entry: dict[str, Any]) -> bool:
-    """``use`` absent or "sig" (RFC 7517 §4.2), ``key_ops`` absent or allowing "verify" (§4.3)."""
-    ops = entry.get("key_ops")
-    return entry.get("use", "sig") == "sig" and (
-        ops is None or (isinstance(ops, list) and "verify" in ops)
-    )
-
-
-def _alg_is_allowed(entry: dict[str, Any], algorithms: tuple[str, ...]) -> bool:
-    """No pinned ``alg``, or an allowed one that fits the key type (RFC 7517 §4.4)."""
-    if "alg" not in entry:
-        return True
-    alg = entry["alg"]
-    return isinstance(alg, str) and alg in algorithms and key_type_for(alg) == entry["kty"]
-
-
-def _has_private_members(entry: dict[str, Any]) -> bool:
-    """A private member in a published JWKS is a misconfiguration; never hold private keys."""
-    return any(member in entry for member in _PRIVATE_MEMBERS)
-
-
-def _import(entry: dict[str, Any]) -> Key | None:
-    """The joserfc key for a JWK, or None if it cannot be imported."""
-    try:
-        return import_key(entry)
-    except Exception:
-        # joserfc reports bad members as JoseError, ValueError, TypeError or KeyError (an
-        # unknown curve) depending on which one is wrong: whatever it says, the key is unusable.
-        return None
-
-
-def _is_too_weak(key: Key) -> bool:
-    """RSA keys under 2048 bits (RFC 7518 §3.3)."""
-    return key.key_type == "RSA" and key.public_key.key_size < 2048

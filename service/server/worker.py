@@ -19,6 +19,7 @@ import json
 import os
 import selectors
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,18 +35,20 @@ from gunicorn.http.body import LengthReader
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker
 
+from ..config import server_int
+from ..metrics import count_unmatched
+from ..request_ids import REQUEST_ID_ENVIRON_KEY
+from ..request_ids import ROUTE_ENVIRON_KEY
+from ..request_ids import new_request_id
 from . import request_head
-from .config import server_int
-from .http import count_unmatched
-from .http import new_request_id
-from .logging import REQUEST_ID_ENVIRON_KEY
-from .logging import ROUTE_ENVIRON_KEY
-from .logging import parse_error_context
 
 #: How long a closing connection may keep sending before it is cut (gunicorn's close_graceful).
 LINGER_SECONDS: Final = 2.0
 #: How much a closing connection may still send (gunicorn's close_graceful).
 LINGER_BYTES: Final = 65536
+
+#: The method of the request head this thread is serving, for the answer if gunicorn refuses it.
+parse_error_context = threading.local()
 
 
 @dataclass(frozen=True, slots=True)

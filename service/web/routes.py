@@ -12,10 +12,10 @@ from flask import Response
 from flask import current_app
 from flask import jsonify
 
-from .auth import jwks_caches
-from .auth import require_auth
-from .config import REQUIRED_PERMISSION
-from .jwks import JWKSCache
+from ..config import REQUIRED_PERMISSION
+from ..jose.jwks_cache import JWKSCache
+from .composition import jwks_caches
+from .protector import require_auth
 
 #: How often /readyz looks again at several issuers' first fetches.
 _READY_SLICE = 0.05

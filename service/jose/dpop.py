@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,16 +17,18 @@ from typing import Any
 from joserfc.jwk import JWKRegistry
 from joserfc.jws import JWSRegistry
 
-from .config import Settings
+from ..config import Settings
 from .errors import AuthError
 from .errors import InvalidDPoPProofError
 from .errors import UseDPoPNonceError
 from .nonce import NonceIssuer
 from .nonce import secret_bytes
+from .primitives import HeaderCache
+from .primitives import b64decode
+from .primitives import decode_json
+from .primitives import has_private_members
+from .primitives import is_numeric_date
 from .replay import ReplayStore
-from .tokens import _b64decode
-from .tokens import _decode_json
-from .tokens import _is_time
 from .urls import normalize
 
 #: A proof is a few hundred bytes (ES256) to ~1.5 KiB (RSA-4096 jwk); more is not a proof.
@@ -43,8 +44,6 @@ _KEYS = {
     "PS256": ("RSA", None),
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
-#: Private-key members of every JWK type (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2).
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _MIN_RSA_BITS = 2048
 #: Larger RSA keys only make each verify slower (cost grows with the square of the size).
 _MAX_RSA_BITS = 8192
@@ -89,8 +88,7 @@ class ProofVerifier:
         self._leeway = iat_leeway
         self._replay = replay
         self._nonces = nonces
-        self._headers: dict[str, ProofKey] = {}
-        self._headers_lock = threading.Lock()
+        self._headers: HeaderCache[ProofKey] = HeaderCache(_HEADER_CACHE_SIZE)
 
     def verify(
         self, proof: str, *, method: str, url: str, access_token: str | None, jkt: str | None
@@ -121,10 +119,7 @@ class ProofVerifier:
         key = self._headers.get(parts[0])
         if key is None:
             key = self.check_header(_decode_object(parts[0]))
-            with self._headers_lock:
-                if len(self._headers) >= _HEADER_CACHE_SIZE:
-                    self._headers.clear()
-                self._headers[parts[0]] = key
+            self._headers.put(parts[0], key)
         return key, _decode_object(parts[1])
 
     def check_header(self, header: dict[str, Any]) -> ProofKey:
@@ -155,7 +150,7 @@ class ProofVerifier:
         if not isinstance(htu, str) or expected is None or normalize(htu) != expected:
             raise refuse("dpop_htu")
         iat = claims.get("iat")
-        if not _is_time(iat):
+        if not is_numeric_date(iat):
             raise refuse("dpop_iat")
         now = time.time()
         if not now - self._offset <= iat <= now + self._leeway:
@@ -167,7 +162,7 @@ class ProofVerifier:
         """RFC 9449 §4.3 step 6: the signature verifies with the ``jwk`` of the header."""
         signing_input, _, signature_b64 = proof.rpartition(".")
         try:
-            signature = _b64decode(signature_b64)
+            signature = b64decode(signature_b64)
             model = JWSRegistry.algorithms[key.alg]
             valid = model.verify(signing_input.encode("ascii"), signature, key.key)
         except (AuthError, ValueError, TypeError):
@@ -207,7 +202,7 @@ def _public_key(jwk: Any, alg: str) -> tuple[Any, str]:
         raise refuse("dpop_jwk")
     kty, curves = _KEYS[alg]
     # RFC 9449 §4.3 step 7: the jwk must not contain a private key.
-    if jwk.get("kty") != kty or any(member in jwk for member in _PRIVATE_MEMBERS):
+    if jwk.get("kty") != kty or has_private_members(jwk):
         raise refuse("dpop_jwk")
     if curves is not None and jwk.get("crv") not in curves:
         raise refuse("dpop_jwk")
@@ -231,6 +226,6 @@ def _public_key(jwk: Any, alg: str) -> tuple[Any, str]:
 def _decode_object(segment: str) -> dict[str, Any]:
     """A base64url JSON object segment of the proof."""
     try:
-        return _decode_json(segment, "proof")
+        return decode_json(segment, "proof")
     except AuthError:
         raise refuse("dpop_malformed") from None

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from tests.issuer import LocalIssuer
-from tests.procs import Response
-from tests.procs import Server
+from tests.support.issuer import LocalIssuer
+from tests.support.procs import Response
+from tests.support.procs import Server
 
 T = TypeVar("T")
 

@@ -1,11 +1,7 @@
-"""HTTP plumbing: request ids (X-Request-ID), structlog context, HTTP metrics, JSON error pages."""
+"""Flask request hooks: request ids (X-Request-ID), structlog context, HTTP metrics, JSON error pages."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import re
-import secrets
 import time
 
 import structlog
@@ -15,38 +11,21 @@ from flask import jsonify
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from . import metrics
-from .logging import REQUEST_ID_ENVIRON_KEY
-from .logging import ROUTE_ENVIRON_KEY
-from .logging import SERVER_REQUEST_ID_ENVIRON_KEY
-from .logging import TRACE_ENVIRON_KEY
-from .logging import get_logger
-from .tracecontext import parse_traceparent
+from .. import metrics
+from ..logs import get_logger
+from ..request_ids import HEADER
+from ..request_ids import REQUEST_ID_ENVIRON_KEY
+from ..request_ids import ROUTE_ENVIRON_KEY
+from ..request_ids import SERVER_REQUEST_ID_ENVIRON_KEY
+from ..request_ids import TRACE_ENVIRON_KEY
+from ..request_ids import WELL_FORMED
+from ..request_ids import new_request_id
+from ..tracecontext import parse_traceparent
 
-HEADER = "X-Request-ID"
 #: WSGI environ key for when the app started on the request (perf_counter seconds).
 _STARTED_ENVIRON_KEY = "service.started"
-#: A well-formed id is reused; anything else (log injection, huge values) is replaced.
-_WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-#: Methods counted by name; anything else is "other" so clients cannot mint label values.
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 log = get_logger("service.http")
-
-_ids: tuple[int, str, itertools.count[int]] | None = None
-
-
-def new_request_id() -> str:
-    """A fresh request id: 32 hex digits from a random per-process prefix and a counter.
-
-    As unique as a uuid4 in practice without a getrandom() syscall per request; the prefix is
-    drawn again in a forked child so workers never share a sequence.
-    """
-    global _ids
-    ids = _ids
-    if ids is None or ids[0] != os.getpid():
-        ids = _ids = (os.getpid(), secrets.token_hex(8), itertools.count())
-    return f"{ids[1]}{next(ids[2]):016x}"
 
 
 def _start() -> None:
@@ -60,7 +39,7 @@ def _start() -> None:
     incoming = environ.get("HTTP_X_REQUEST_ID")
     environ[_STARTED_ENVIRON_KEY] = time.perf_counter()
     structlog.contextvars.clear_contextvars()
-    if incoming and _WELL_FORMED.fullmatch(incoming):
+    if incoming and WELL_FORMED.fullmatch(incoming):
         server_id = environ[SERVER_REQUEST_ID_ENVIRON_KEY] = new_request_id()
         environ[REQUEST_ID_ENVIRON_KEY] = incoming
         structlog.contextvars.bind_contextvars(request_id=incoming, server_request_id=server_id)
@@ -86,23 +65,12 @@ def _finish(response: Response) -> Response:
     rule = current.url_rule
     route = rule.rule if rule is not None else "unmatched"
     environ[ROUTE_ENVIRON_KEY] = route
-    method = _method_label(current.method)
+    method = metrics.method_label(current.method)
     metrics.http_request(route, method, str(response.status_code)).inc()
     started = environ.get(_STARTED_ENVIRON_KEY)
     if started is not None:
         metrics.http_duration(route, method).observe(time.perf_counter() - started)
     return response
-
-
-def _method_label(method: str) -> str:
-    """A method as a bounded label: known verbs by name, anything else ``other``."""
-    return method if method in _METHODS else "other"
-
-
-def count_unmatched(method: str, status: int) -> None:
-    """Count a request answered before routing (gunicorn's parser or the worker's limits)."""
-    label = _method_label(method)
-    metrics.http_request("unmatched", label, str(status)).inc()
 
 
 def _teardown(_exc: BaseException | None) -> None:

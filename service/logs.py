@@ -9,39 +9,20 @@ are never passed to a logger anywhere in the service.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
-import threading
 from typing import Any
 
 import orjson
 import structlog
-from gunicorn.glogging import Logger as _GunicornBaseLogger
 
 from .config import LogSettings
-from .config import log_settings
-
-#: WSGI environ key where the app leaves the request id for the access line.
-REQUEST_ID_ENVIRON_KEY = "service.request_id"
-#: WSGI environ key where the app leaves the matched route template for the access line.
-ROUTE_ENVIRON_KEY = "service.route"
-#: WSGI environ key for the id the service generated when the client chose the request id.
-SERVER_REQUEST_ID_ENVIRON_KEY = "service.server_request_id"
-#: WSGI environ key for the request's W3C trace context: a (trace_id, span_id) pair.
-TRACE_ENVIRON_KEY = "service.trace"
-#: Routes whose 2xx access lines are left out unless LOG_ACCESS_PROBES=1 (kubelet and
-#: Prometheus call them every few seconds; a failure there is always logged).
-PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 #: Longest client-supplied text a log line carries (request path, User-Agent, third-party messages
 #: that quote a request, exception messages): one request must not be able to write a huge line.
 MAX_LOGGED_CHARS = 1024
 #: Appended to a value cut at MAX_LOGGED_CHARS.
 TRUNCATED = "...[truncated]"
-
-#: The request id of a request gunicorn itself refused (set by service.gunicorn_worker, per thread).
-parse_error_context = threading.local()
 
 _configured: LogSettings | None = None
 
@@ -98,7 +79,7 @@ _tracebacks = structlog.processors.ExceptionRenderer(
 
 #: What both chains (our events, stdlib records) do first, as warehouse's logging.py shares them.
 SHARED_PROCESSORS: tuple[Any, ...] = (
-    # Request-scoped fields (request_id, trace_id, ...) bound per request in service.http.
+    # Request-scoped fields (request_id, trace_id, ...) bound per request in service.web.request_hooks.
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     _timestamper(),
@@ -181,61 +162,3 @@ def get_logger(name: str) -> Any:
     """A structlog logger whose lines carry ``logger=name``."""
     # "logger" itself is a reserved keyword of structlog.get_logger; renamed by _logger_key.
     return structlog.get_logger(logger_name=name)
-
-
-class GunicornLogger(_GunicornBaseLogger):
-    """gunicorn's logger: its own lines as JSON on stdout, and a structured access line."""
-
-    _access_probes = False
-
-    def setup(self, cfg: Any) -> None:
-        """Let gunicorn set levels, then route its loggers through our stdout handler."""
-        super().setup(cfg)
-        # gunicorn.conf.py has already refused an invalid LOG_* setting (exit 78) by now.
-        settings = log_settings(os.environ)
-        configure(settings)
-        self._access_probes = settings.access_probes
-        handler = stdout_handler(settings.format)
-        for log in (self.error_log, self.access_log):
-            for old in list(log.handlers):
-                log.removeHandler(old)
-            log.addHandler(handler)
-        self._access = get_logger("gunicorn.access")
-
-    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        """Emit one ``http_request`` line carrying the request's id (read back from environ).
-
-        It goes through structlog's direct path rather than stdlib logging: this line is
-        written for every request, so it is the hottest log call in the service. Path and
-        User-Agent are the client's text: cut to MAX_LOGGED_CHARS (the method is a token of at
-        most 20 characters by gunicorn's parser, the request id is checked by service.http).
-        """
-        if not self.access_log_enabled:
-            return
-        status = int(getattr(resp, "status_code", None) or str(resp.status).split(None, 1)[0])
-        route = environ.get(ROUTE_ENVIRON_KEY)
-        if route in PROBE_ROUTES and 200 <= status < 300 and not self._access_probes:
-            return
-        extra: dict[str, str] = {}
-        # Only present when the client chose the request id (service.http).
-        server_id = environ.get(SERVER_REQUEST_ID_ENVIRON_KEY)
-        if server_id is not None:
-            extra["server_request_id"] = server_id
-        # Only present when the request carried a valid traceparent (service.tracecontext).
-        trace = environ.get(TRACE_ENVIRON_KEY)
-        if trace is not None:
-            extra["trace_id"], extra["span_id"] = trace
-        self._access.info(
-            "http_request",
-            request_id=environ.get(REQUEST_ID_ENVIRON_KEY)
-            or getattr(parse_error_context, "request_id", None),
-            method=environ.get("REQUEST_METHOD"),
-            path=clip(environ.get("PATH_INFO")),
-            route=route,
-            status=status,
-            duration_ms=round(request_time.total_seconds() * 1000.0, 3),
-            remote_addr=environ.get("REMOTE_ADDR"),
-            user_agent=clip(environ.get("HTTP_USER_AGENT")),
-            bytes=getattr(resp, "sent", None),
-            **extra,
-        )

@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from tests.issuer import Key
-from tests.issuer import LocalIssuer
-from tests.issuer import b64url
-from tests.issuer import compact
-from tests.issuer import json_segment
+from tests.support.issuer import Key
+from tests.support.issuer import LocalIssuer
+from tests.support.issuer import b64url
+from tests.support.issuer import compact
+from tests.support.issuer import json_segment
 
 ATTACKER_HOST = "http://127.0.0.1:9/"  # discard port: a verifier that fetches it gets nothing
 

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from service.app import create_app
 from service.config import Settings
-from tests.issuer import LocalIssuer
+from tests.support.issuer import LocalIssuer
 
 
 def settings_for(issuer: LocalIssuer, **env: str) -> Settings:

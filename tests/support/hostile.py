@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
-from tests.helpers import parallel
-from tests.procs import Response
-from tests.procs import Server
+from tests.support.helpers import parallel
+from tests.support.procs import Response
+from tests.support.procs import Server
 
 #: What a slowloris client sends first: a request line and one field, never the blank line.
 SLOW_HEAD = b"GET /api/public HTTP/1.1\r\nHost: x\r\n"

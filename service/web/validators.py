@@ -7,14 +7,17 @@ from typing import Any
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from flask import g
 
-from .claims import ClaimCheck
-from .dpop import ProofVerifier
-from .errors import REALM
-from .errors import InsufficientScopeError
-from .tokens import AccessToken
-from .tokens import TokenVerifier
-from .tokens import deny
-from .urls import request_uri
+from ..jose.access_token import AccessToken
+from ..jose.access_token import bound_key
+from ..jose.claims import ClaimCheck
+from ..jose.dpop import ProofVerifier
+from ..jose.errors import REALM
+from ..jose.errors import InsufficientScopeError
+from ..jose.urls import request_uri
+from ..jose.verifier import TokenVerifier
+from ..jose.verifier import deny
+
+__all__ = ["Auth0BearerTokenValidator", "DPoPTokenValidator", "bound_key"]
 
 
 class Auth0BearerTokenValidator(BearerTokenValidator):
@@ -84,10 +87,3 @@ class DPoPTokenValidator(Auth0BearerTokenValidator):
         )
         if nonce is not None:
             g.dpop_nonce = nonce
-
-
-def bound_key(token: AccessToken) -> str | None:
-    """The token's RFC 9449 §6.1 ``cnf.jkt`` when it is DPoP-bound, else None."""
-    cnf = token.claims.get("cnf")
-    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-    return jkt if isinstance(jkt, str) and jkt else None

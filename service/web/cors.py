@@ -7,7 +7,7 @@ from flask import Response
 from flask import request
 from flask_cors import cross_origin
 
-from .config import Settings
+from ..config import Settings
 from .resource_metadata import PATH as METADATA_PATH
 
 #: Where CORS applies; flask-cors would match the same paths with its resource pattern ``/api/*``.

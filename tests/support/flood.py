@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tests.procs import http_get
+from tests.support.procs import http_get
 
 
 def flood(port: int, path: str, tokens: Sequence[str], connections: int, seconds: float) -> Counter[str]:

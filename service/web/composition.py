@@ -1,0 +1,78 @@
+"""The composition root: builds an app's verifier, key caches, replay store and nonces from Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from flask import Response
+from flask import g
+
+from .. import metrics
+from ..config import Settings
+from ..jose import dpop
+from ..jose import replay
+from ..jose.errors import Challenges
+from ..jose.jwks_cache import FetchEvent
+from ..jose.jwks_cache import JWKSCache
+from ..jose.verifier import verifier_for
+from ..logs import get_logger
+from . import resource_metadata
+from .validators import Auth0BearerTokenValidator
+from .validators import DPoPTokenValidator
+
+log = get_logger("service.auth")
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Build this app's verifier (a JWKS cache per issuer) and its Bearer and DPoP validators."""
+    verifier = verifier_for(
+        settings, on_fetch=_fetch_logged, on_cache_lookup=metrics.token_cache_lookup
+    )
+    for cache in verifier.caches:  # every issuer's series exists from the first scrape
+        metrics.track_issuer(cache.issuer)
+    dpop_on = settings.dpop != "disabled"
+    validators: dict[str, Auth0BearerTokenValidator] = {
+        "bearer": Auth0BearerTokenValidator(verifier, refuse_bound=dpop_on)
+    }
+    if dpop_on:
+        # The replay store is shared by every worker when the gunicorn master made it pre-fork.
+        store = replay.shared_store(settings.dpop_replay_capacity)
+        proofs = dpop.verifier_for(settings, store)
+        validators["dpop"] = DPoPTokenValidator(verifier, proofs, settings.public_url)
+        app.after_request(_send_nonce)
+    app.extensions["auth_validators"] = validators
+    app.extensions["auth_verifier"] = verifier
+    app.extensions["auth_dpop_mode"] = settings.dpop
+    app.extensions["auth_challenges"] = Challenges(
+        settings.dpop, settings.dpop_algorithms, resource_metadata.metadata_url(settings)
+    )
+
+
+def _send_nonce(response: Response) -> Response:
+    """Hand the client the next DPoP nonce when its own is about to expire (RFC 9449 §9)."""
+    nonce = g.pop("dpop_nonce", None)
+    if nonce is not None:
+        response.headers["DPoP-Nonce"] = nonce
+    return response
+
+
+def jwks_caches(app: Flask) -> list[JWKSCache]:
+    """The JWKS caches this app verifies tokens with (readiness asks each of them)."""
+    return list(app.extensions["auth_verifier"].caches)
+
+
+def start_key_fetch(app: Any) -> None:
+    """Start every JWKS cache's background refresher in this process: call it after fork."""
+    if isinstance(app, Flask):
+        for cache in jwks_caches(app):
+            cache.start()
+
+
+def _fetch_logged(event: FetchEvent) -> None:
+    """Count and time every JWKS fetch, and log the failures."""
+    metrics.jwks_fetched(event)
+    if event.error is not None:
+        log.warning("jwks_fetch_failed", issuer=event.issuer, error=event.error)
+    else:
+        log.info("jwks_fetched", issuer=event.issuer)
