@@ -4,6 +4,7 @@ Precedence: these values < GUNICORN_CMD_ARGS < command-line flags (so --bind/--w
 Defaults of the environment variables read here are pinned, with reasons, in service.config.
 """
 
+import atexit
 import os
 import shutil
 import sys
@@ -19,20 +20,29 @@ from service.config import server_int
 # Multiprocess metrics are chosen when prometheus_client is first imported, so the directory must
 # be in the environment before any worker loads the app (the Dockerfile and Kubernetes set it;
 # this default makes a bare `gunicorn -c gunicorn.conf.py` count correctly too).
+_MASTER_PID = os.getpid()
+_OWN_METRICS_DIR = os.path.join(tempfile.gettempdir(), f"api-metrics-{_MASTER_PID}")
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(
-        tempfile.gettempdir(), f"api-metrics-{os.getpid()}"
-    )
-    _owns_metrics_dir = True
-else:
-    _owns_metrics_dir = False
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
 # Exists before anything loads the app (also for `--check-config`, which skips on_starting).
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def _remove_own_metrics_dir():
+    """Remove the metrics directory this process made for itself (never a configured one)."""
+    # Workers inherit atexit handlers through fork: only the process that made it removes it.
+    if os.getpid() == _MASTER_PID and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
+
+
+# Every way out of the master: a clean stop, a failed start (sys.exit), `--check-config`.
+atexit.register(_remove_own_metrics_dir)
 
 
 def _fail(error):
     """Stop start-up with one line naming the setting, not a traceback."""
     print(f"configuration error: {error}", file=sys.stderr, flush=True)
+    _remove_own_metrics_dir()
     # os._exit: also from inside the arbiter's hooks, which would otherwise log a traceback.
     os._exit(78)
 
@@ -113,7 +123,7 @@ def when_ready(server):
 
     host = metrics_server.listen_host(server.cfg.address[0])
     try:
-        metrics_server.start(host, port)
+        metrics_server.start(host, port, os.environ["PROMETHEUS_MULTIPROC_DIR"])
     except OSError as error:
         _fail(f"METRICS_PORT: cannot listen on {host}:{port}: {error.strerror or error}")
     server.log.info("metrics on http://%s:%d/metrics", host, port)
@@ -131,13 +141,7 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
-    """Mark a dead worker's live gauges as gone (runs in the master, even after SIGKILL)."""
-    from prometheus_client import multiprocess
+    """Fold a dead worker's metric files into the archive (runs in the master, even after SIGKILL)."""
+    from service import metric_files
 
-    multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    """Remove the metrics directory this config created for itself."""
-    if _owns_metrics_dir:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    metric_files.fold_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)

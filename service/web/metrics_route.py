@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from flask import Blueprint
@@ -11,10 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import REGISTRY
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest
-from prometheus_client import multiprocess
 
 from .. import metrics as definitions
 from ..config import Settings
+from ..metric_files import FileCollector
 
 bp = Blueprint("metrics", __name__)
 
@@ -22,13 +23,18 @@ bp = Blueprint("metrics", __name__)
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition, aggregated over every worker when multiprocess."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # A fresh registry per scrape: the global one would show only this worker's share.
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    # The global registry would show only this worker's share.
+    registry = _files_registry(path) if path else REGISTRY
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
+@functools.lru_cache(maxsize=1)
+def _files_registry(path: str) -> CollectorRegistry:
+    """A registry over every worker's files, made once per worker (it logs each skipped file once)."""
+    registry = CollectorRegistry()
+    registry.register(FileCollector(path))
+    return registry
 
 
 def init_app(app: Flask, settings: Settings) -> None:
