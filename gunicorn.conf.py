@@ -100,9 +100,9 @@ def on_starting(server):
         # Made here, before the fork, so that every worker maps the same DPoP replay table and
         # derives the same server nonces (RFC 9449 §9, §11.1).
         from service.jose import nonce
-        from service.jose import replay
+        from service.jose import replay_table
 
-        replay.shared_store(settings.dpop_replay_capacity)
+        replay_table.shared_table(settings)
         if settings.dpop_nonce:
             nonce.ensure_secret()
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]

@@ -6,7 +6,7 @@ from flask import Request
 
 from service.jose.dpop import ProofVerifier
 from service.jose.errors import InvalidDPoPProofError
-from service.jose.replay import ReplayStore
+from service.jose.replay_table import ReplayTable
 
 #: Every proof algorithm the API can be configured to accept.
 ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
@@ -30,7 +30,7 @@ class TokenEndpointProofs:
             raise InvalidDPoPProofError(reason="dpop_multiple")
         if self._verifier is None:
             self._verifier = ProofVerifier(
-                ALGORITHMS, iat_offset=300, iat_leeway=30, replay=ReplayStore(4096)
+                ALGORITHMS, iat_offset=300, iat_leeway=30, replay=ReplayTable(4096, 330)
             )
         key, _ = self._verifier.parse(proofs[0])
         self._verifier.verify(

@@ -19,7 +19,10 @@ from joserfc.jws import JWSRegistry
 
 from ..config import Settings
 from .errors import AuthError
+from .errors import DPoPFloodError
 from .errors import InvalidDPoPProofError
+from .errors import ReplayFullError
+from .errors import ReplayStoreUnavailableError
 from .errors import UseDPoPNonceError
 from .nonce import NonceIssuer
 from .nonce import secret_bytes
@@ -29,6 +32,7 @@ from .primitives import decode_json
 from .primitives import has_private_members
 from .primitives import is_numeric_date
 from .replay import ReplayStore
+from .replay import Verdict
 from .urls import normalize
 
 #: A proof is a few hundred bytes (ES256) to ~1.5 KiB (RSA-4096 jwk); more is not a proof.
@@ -49,6 +53,12 @@ _MIN_RSA_BITS = 2048
 _MAX_RSA_BITS = 8192
 #: Distinct proof headers remembered checked: one per client key (bounded).
 _HEADER_CACHE_SIZE = 1024
+#: What each replay-store verdict other than a first use answers.
+_NOT_FIRST_USE: dict[Verdict, type[AuthError]] = {
+    Verdict.FLOOD: DPoPFloodError,
+    Verdict.FULL: ReplayFullError,
+    Verdict.UNAVAILABLE: ReplayStoreUnavailableError,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +115,13 @@ class ProofVerifier:
         self.check_signature(proof, key)
         fresh_nonce = self._check_nonce(claims)
         # RFC 9449 §11.1: a jti is single-use for as long as its iat would be accepted.
-        if not self._replay.first_use(key.thumbprint, claims["jti"], claims["iat"] + self._offset):
+        verdict = self._replay.first_use(
+            key.thumbprint, claims["jti"], claims["iat"] + self._offset, time.time()
+        )
+        if verdict is Verdict.REPLAY:
             raise refuse("dpop_replay")
+        if verdict is not Verdict.FIRST_USE:
+            raise _NOT_FIRST_USE[verdict]()
         return fresh_nonce
 
     def parse(self, proof: str) -> tuple[ProofKey, dict[str, Any]]:

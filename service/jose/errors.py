@@ -208,6 +208,40 @@ class KeysUnavailableError(AuthError):
         return None
 
 
+class DPoPFloodError(AuthError):
+    """The proof's key already holds its share of the replay store: nothing was recorded.
+
+    The proof may well be valid, so this is not a 401 (which would make a client drop a good
+    token): 429 with Retry-After (RFC 6585 §4), as for any client over its rate.
+    """
+
+    error = "temporarily_unavailable"
+    status_code = 429
+    reason = "dpop_flood"
+    description = "This DPoP key has sent more unique proofs than the service holds for one key; retry later."
+    retry_after = 10
+    scheme = "dpop"
+
+    def challenge(self) -> str | None:
+        """No challenge: authentication did not fail."""
+        return None
+
+
+class ReplayFullError(KeysUnavailableError):
+    """The replay store has no room for a new proof (its capacity is exhausted): not recorded."""
+
+    reason = "dpop_replay_full"
+    description = "The service cannot record DPoP proofs at the moment; retry shortly."
+    retry_after = 1
+    scheme = "dpop"
+
+
+class ReplayStoreUnavailableError(ReplayFullError):
+    """The replay store could not be asked (unreachable, timed out): nothing was recorded."""
+
+    reason = "replay_store_unavailable"
+
+
 @lru_cache(maxsize=256)
 def _render(
     cls: type[AuthError], description: str, scope: str | None, scheme: str, config: Challenges

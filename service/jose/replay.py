@@ -1,105 +1,47 @@
-"""DPoP proof replay detection shared by every gunicorn worker of one pod (RFC 9449 §11.1).
+"""What a DPoP replay store answers (RFC 9449 §11.1), and the share of it one key may hold.
 
-The store is a fixed-size open-addressing table in a shared memory map: an unlinked file in the
-temp directory, created once in the gunicorn master before it forks, so all workers map the same
-pages. Entries are (fingerprint of key thumbprint + jti, expiry); a proof stays recorded until its
-``iat`` leaves the acceptance window, after which the ``iat`` check refuses it anyway.
-
-Memory is bounded by the capacity. When a probe window is full of live entries the one closest to
-expiry is evicted and the table's *floor* rises to its expiry: from then on every proof whose
-window ends before the floor is refused. A flood of unique proofs therefore narrows how old an
-accepted proof may be, but never lets an evicted proof through a second time.
-
-Mutual exclusion: POSIX record locks (``lockf``) are owned by the process, so they exclude the
-other workers and are released by the kernel if a worker dies holding one; a thread lock
-serialises the threads of one worker.
+A store is asked once per proof, after every other check of the proof passed, with the key
+thumbprint (``jkt``), the ``jti`` and when the proof stops being acceptable anyway
+(``iat + AUTH0_DPOP_IAT_OFFSET``). Every store keeps the same rules: an entry lives until that
+moment, inclusive, and is never dropped earlier; a replay is recognised before any limit is
+applied; a key holding its share of live entries gets ``FLOOD`` and nothing is written, so no
+key's proofs change the verdict on another key's proof.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import mmap
-import os
-import struct
-import tempfile
-import threading
-import time
-
-#: Slots probed per insert (linear probing, never wrapping: the table has this many spare slots).
-PROBE = 16
-_HEADER = struct.Struct("<d8x")
-_SLOT = struct.Struct("<Qd")
-_WINDOW = struct.Struct("<" + "Qd" * PROBE)
+import enum
+from typing import Protocol
 
 
-class ReplayStore:
-    """Remembers DPoP proof identifiers until their acceptance window has passed."""
+class Verdict(enum.Enum):
+    """The outcome of recording one proof."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        size = _HEADER.size + (capacity + PROBE) * _SLOT.size
-        fd, path = tempfile.mkstemp(prefix="api-dpop-replay-")
-        try:
-            # Unlinked at once: the mapping lives as long as a process holds it, nothing to clean.
-            os.unlink(path)
-            os.ftruncate(fd, size)
-            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        self._owner = -1
-        self._thread_lock = threading.Lock()
-
-    def _lock(self) -> threading.Lock:
-        """This process's thread lock (a fresh one after a fork: a copied lock may be held)."""
-        if self._owner != os.getpid():
-            self._thread_lock = threading.Lock()
-            self._owner = os.getpid()
-        return self._thread_lock
-
-    def first_use(self, thumbprint: str, jti: str, expires_at: float, now: float | None = None) -> bool:
-        """Record a proof; False when it was seen before (or can no longer be told apart)."""
-        now = time.time() if now is None else now
-        digest = hashlib.sha256(f"{thumbprint}\x00{jti}".encode("utf-8", "surrogatepass")).digest()
-        fingerprint = int.from_bytes(digest[:8], "little") | 1  # 0 marks an empty slot
-        start = fingerprint % self.capacity
-        offset = _HEADER.size + start * _SLOT.size
-        table = self._map
-        with self._lock():
-            fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            try:
-                (floor,) = _HEADER.unpack_from(table, 0)
-                if expires_at <= floor:
-                    return False
-                window = _WINDOW.unpack_from(table, offset)
-                free = -1
-                oldest = 0
-                for index in range(PROBE):
-                    slot_fingerprint, slot_expiry = window[2 * index], window[2 * index + 1]
-                    if slot_expiry <= now:
-                        if free < 0:
-                            free = index
-                    elif slot_fingerprint == fingerprint:
-                        return False
-                    elif slot_expiry < window[2 * oldest + 1]:
-                        oldest = index
-                if free < 0:
-                    free = oldest
-                    _HEADER.pack_into(table, 0, max(floor, window[2 * oldest + 1]))
-                _SLOT.pack_into(table, offset + free * _SLOT.size, fingerprint, expires_at)
-                return True
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+    #: Not seen before, now recorded: the proof may be accepted.
+    FIRST_USE = "first_use"
+    #: Recorded before and still live: a replay.
+    REPLAY = "replay"
+    #: Not seen, but its key already holds its share of live entries: not recorded.
+    FLOOD = "flood"
+    #: Not seen and within its key's share, but the store has no room left: not recorded.
+    FULL = "full"
+    #: The store could not be asked (unreachable, timed out): not recorded.
+    UNAVAILABLE = "unavailable"
 
 
-_shared: ReplayStore | None = None
+class ReplayStore(Protocol):
+    """Remembers (key, jti) pairs until their proofs expire."""
+
+    def first_use(self, jkt: str, jti: str, expires_at: float, now: float) -> Verdict:
+        """Record the proof if it is new and its key is within its share; say what happened."""
+        ...
 
 
-def shared_store(capacity: int) -> ReplayStore:
-    """The process-wide store, created on first use (in the gunicorn master: before the fork)."""
-    global _shared
-    if _shared is None or _shared.capacity != capacity:
-        _shared = ReplayStore(capacity)
-    return _shared
+#: One key may hold this fraction of a store's capacity: up to 7 keys flooding at once still
+#: leave room for every other key.
+SHARE_DIVISOR = 8
+
+
+def key_share(capacity: int) -> int:
+    """Live entries one key may hold in a store of ``capacity`` entries."""
+    return max(1, capacity // SHARE_DIVISOR)

@@ -11,7 +11,7 @@ from flask import g
 from .. import metrics
 from ..config import Settings
 from ..jose import dpop
-from ..jose import replay
+from ..jose import replay_table
 from ..jose.errors import Challenges
 from ..jose.jwks_cache import FetchEvent
 from ..jose.jwks_cache import JWKSCache
@@ -37,7 +37,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     }
     if dpop_on:
         # The replay store is shared by every worker when the gunicorn master made it pre-fork.
-        store = replay.shared_store(settings.dpop_replay_capacity)
+        store = replay_table.shared_table(settings)
         proofs = dpop.verifier_for(settings, store)
         validators["dpop"] = DPoPTokenValidator(verifier, proofs, settings.public_url)
         app.after_request(_send_nonce)

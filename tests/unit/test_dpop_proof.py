@@ -13,10 +13,12 @@ from joserfc.jwk import RSAKey
 from dev_issuer.client import make_proof
 from service.jose.dpop import ProofVerifier
 from service.jose.dpop import access_token_hash
+from service.jose.errors import AuthError
 from service.jose.errors import InvalidDPoPProofError
 from service.jose.errors import UseDPoPNonceError
 from service.jose.nonce import NonceIssuer
-from service.jose.replay import ReplayStore
+from service.jose.replay import Verdict
+from service.jose.replay_table import ReplayTable
 from tests.support.issuer import b64url
 from tests.support.issuer import json_segment
 
@@ -26,7 +28,8 @@ KEY = ECKey.generate_key("P-256", private=True)
 
 
 def verifier(algorithms: tuple[str, ...] = ("ES256",), nonces: NonceIssuer | None = None) -> ProofVerifier:
-    return ProofVerifier(algorithms, iat_offset=300, iat_leeway=30, replay=ReplayStore(1024), nonces=nonces)
+    table = ReplayTable(1024, 330)
+    return ProofVerifier(algorithms, iat_offset=300, iat_leeway=30, replay=table, nonces=nonces)
 
 
 def check(proof: str, *, v: ProofVerifier | None = None, method: str = "GET", url: str = URL,
@@ -203,6 +206,44 @@ def test_a_proof_is_accepted_once() -> None:
     token = proof()
     assert check(token, v=v) is None
     assert reason_of(token, v=v) == "dpop_replay"
+
+
+class _Answers:
+    """A replay store that always gives one verdict, recording what it was asked."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+        self.asked: list[tuple[str, str, float, float]] = []
+
+    def first_use(self, jkt: str, jti: str, expires_at: float, now: float) -> Verdict:
+        self.asked.append((jkt, jti, expires_at, now))
+        return self.verdict
+
+
+@pytest.mark.parametrize(
+    "verdict, status, reason, retry_after",
+    [
+        (Verdict.FLOOD, 429, "dpop_flood", "10"),
+        (Verdict.FULL, 503, "dpop_replay_full", "1"),
+        (Verdict.UNAVAILABLE, 503, "replay_store_unavailable", "1"),
+    ],
+)
+def test_a_proof_the_store_could_not_record_is_told_to_retry(
+    verdict: Verdict, status: int, reason: str, retry_after: str
+) -> None:
+    store = _Answers(verdict)
+    v = ProofVerifier(("ES256",), iat_offset=300, iat_leeway=30, replay=store)
+    iat = int(time.time()) + 20
+    with pytest.raises(AuthError) as caught:
+        check(proof(claims={"iat": iat}), v=v)
+    error = caught.value
+    assert (error.status_code, error.reason, error.error) == (status, reason, "temporarily_unavailable")
+    code, _, headers = error.response_parts()
+    assert code == status and ("Retry-After", retry_after) in headers
+    assert not any(name == "WWW-Authenticate" for name, _ in headers)
+    # Asked once, with the key, the jti and the moment the iat check stops accepting the proof.
+    (jkt, _, expires_at, now), = store.asked
+    assert jkt == KEY.thumbprint() and expires_at == iat + 300 and iat - 30 <= now <= time.time()
 
 
 @pytest.mark.parametrize(
