@@ -221,6 +221,11 @@ def _public_key(jwk: Any, alg: str) -> tuple[Any, str]:
         raise refuse("dpop_jwk")
     if curves is not None and jwk.get("crv") not in curves:
         raise refuse("dpop_jwk")
+    # RFC 7517 §4.2-4.3: a key meant for encryption, or whose key_ops leave out "verify", is not
+    # one to verify the proof with (joserfc would raise on it in the middle of verifying).
+    key_ops = jwk.get("key_ops", ["verify"])
+    if jwk.get("use", "sig") != "sig" or not isinstance(key_ops, list) or "verify" not in key_ops:
+        raise refuse("dpop_jwk")
     if kty == "RSA":
         modulus = jwk.get("n")
         # Checked before import: short keys only warn inside the library.

@@ -251,7 +251,8 @@ def _render(
     AuthError.__init__(error, description)
     error.scope = scope
     error.scheme = scheme
-    body = json.dumps(dict(error.get_body()))
+    # Compact, with a trailing newline: the bytes Flask's jsonify gives every other answer.
+    body = json.dumps(dict(error.get_body()), separators=(",", ":")) + "\n"
     headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
     for challenge in error.challenges(config):
         headers.append(("WWW-Authenticate", challenge))

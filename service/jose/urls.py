@@ -73,6 +73,12 @@ def _remove_dot_segments(path: str) -> str:
     return "/".join(output)
 
 
+def _has_dot_segments(path: str) -> bool:
+    """True if a "." or ".." segment appears, also percent-encoded (RFC 3986 §2.3, §3.3)."""
+    decoded = _PERCENT.sub(_percent, path) if "%" in path else path
+    return "." in decoded and any(segment in (".", "..") for segment in decoded.split("/"))
+
+
 def request_uri(environ: Mapping[str, Any], public_url: str | None) -> str:
     """The URI the client addressed, without query: what a DPoP proof's ``htu`` must match.
 
@@ -87,6 +93,10 @@ def request_uri(environ: Mapping[str, Any], public_url: str | None) -> str:
         path = urlsplit(raw).path or "/"
     else:
         path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
+    if _has_dot_segments(path):
+        # RFC 3986 §6.2.2.3 would resolve them, but the app routes the path as sent (a <path:>
+        # converter takes "../x" as its value): no proof names the resource this request gets.
+        return ""
     if public_url is not None:
         return public_url + path
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"

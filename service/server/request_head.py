@@ -51,11 +51,30 @@ def _bare_lf(head: bytes | bytearray, scanned: int, stop: int) -> bool:
     return head.count(b"\n", scanned, stop) != head.count(b"\r\n", max(0, scanned - 1), stop)
 
 
+#: RFC 9110 §5.6.2: a method is a token.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def method_of(head: bytes | bytearray) -> str:
     """The request method a head starts with, or "" when none can be read."""
     start = 2 if head[:2] == b"\r\n" else 0
     space = head.find(b" ", start, start + 21)
-    return head[start:space].decode("latin-1") if space > start else ""
+    method = head[start:space] if space > start else b""
+    return method.decode("latin-1") if _TOKEN.fullmatch(method) else ""
+
+
+def path_of(head: bytes | bytearray) -> str | None:
+    """The request target of a head's first line up to any query or fragment, or None.
+
+    For the log of a request no parser accepted: a query string may carry a secret
+    (``?access_token=...``, RFC 6750 §2.3), and an unparsed one is never logged.
+    """
+    start = 2 if head[:2] == b"\r\n" else 0
+    end = head.find(b"\r\n", start)
+    parts = [part for part in head[start : end if end >= 0 else len(head)].split(b" ") if part]
+    if len(parts) < 2:
+        return None
+    return re.split(rb"[?#]", parts[1], maxsplit=1)[0].decode("latin-1")
 
 
 def undefined_coding(head: bytes | bytearray) -> str | None:

@@ -62,7 +62,9 @@ class Refusal:
     def render(self, request_id: str) -> bytes:
         """The complete HTTP/1.1 response: JSON, X-Request-ID, and the connection closing."""
         error = "server_error" if self.status == 500 else "invalid_request"
-        body = json.dumps({"error": error, "error_description": self.description}).encode()
+        # Compact, with a trailing newline: the bytes Flask's jsonify gives the app's answers.
+        fields = {"error": error, "error_description": self.description}
+        body = (json.dumps(fields, separators=(",", ":")) + "\n").encode()
         head = (
             f"HTTP/1.1 {self.status} {self.reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -81,6 +83,11 @@ UNSUPPORTED_CODING: Final = Refusal(
     501, "Not Implemented", "Unsupported Transfer-Encoding: send chunked or a Content-Length."
 )
 INTERNAL: Final = Refusal(500, "Internal Server Error", "Internal error.")
+NO_HOST: Final = Refusal(400, "Bad Request", "An HTTP/1.1 request needs exactly one Host header.")
+
+
+class HostHeaderError(http_errors.ParseException):
+    """RFC 9112 §3.2: no Host in an HTTP/1.1 request, or more than one Host field."""
 
 #: gunicorn's parse errors and our answer to each; any other ParseException is a 400.
 _PARSE_REFUSALS: Final = (
@@ -89,6 +96,7 @@ _PARSE_REFUSALS: Final = (
     (http_errors.UnsupportedTransferCoding, UNSUPPORTED_CODING),
     (http_errors.ExpectationFailed, Refusal(417, "Expectation Failed", "Unsupported Expect value.")),
     (http_errors.ForbiddenProxyRequest, Refusal(403, "Forbidden", "PROXY protocol not allowed.")),
+    (HostHeaderError, NO_HOST),
     # Response-side header errors and configuration problems are ours, not the client's.
     (http_errors.InvalidResponseHeader, INTERNAL),
     (http_errors.InvalidResponseHeaderName, INTERNAL),
@@ -309,6 +317,7 @@ class Worker(ThreadWorker):
     def handle(self, conn: Conn) -> Any:
         """Serve the buffered request on this thread (remembering its method for refusals)."""
         parse_error_context.method = request_head.method_of(conn.head)
+        parse_error_context.path = request_head.path_of(conn.head)
         try:
             refused = _refused_before_parsing(conn.head)
             if refused is not None:
@@ -316,10 +325,17 @@ class Worker(ThreadWorker):
                 return False
             return super().handle(conn)
         finally:
-            parse_error_context.method = None
+            parse_error_context.method = parse_error_context.path = None
 
     def handle_request(self, req: Any, conn: Conn) -> bool:
         """Serve the request; keep the connection only if its body is already buffered."""
+        hosts = sum(1 for name, _ in req.headers if name == "HOST")
+        # RFC 9112 §3.2: "MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
+        # request message that lacks a Host header field and to any request message that
+        # contains more than one Host header field line". Neither parser checks it.
+        if hosts > 1 or (hosts == 0 and req.version >= (1, 1)):
+            self.handle_error(req, conn.sock, conn.client, HostHeaderError())
+            return False
         if not _body_buffered(req, conn):
             # gthread drains a body the app left unread on this thread before keep-alive, for
             # up to 5 s: a slow sender would hold the thread. Closing lingers on the poller.
@@ -338,8 +354,9 @@ class Worker(ThreadWorker):
                 self.log.exception("Error handling request")
                 refusal = INTERNAL
             else:
-                # gunicorn's own wording; the logging bridge blanks any credential it quotes.
-                self.log.warning("Invalid request from ip=%s: %s", _ip(addr), exc)
+                # The error's name, never its text: gunicorn's messages quote the request line
+                # or a header as received, query string (which may carry a secret) included.
+                self.log.warning("Invalid request from ip=%s: %s", _ip(addr), type(exc).__name__)
         method = getattr(req, "method", None) or getattr(parse_error_context, "method", "") or ""
         self._record(refusal, method, req, addr, datetime.now() - started, request_id)
         try:
@@ -355,7 +372,8 @@ class Worker(ThreadWorker):
         count_unmatched(method, refusal.status)
         environ = {
             "REQUEST_METHOD": method or None,
-            "PATH_INFO": getattr(req, "path", None),
+            # A parsed request's path has no query; else the request line's, cut before it.
+            "PATH_INFO": getattr(req, "path", None) or getattr(parse_error_context, "path", None),
             "REMOTE_ADDR": _ip(addr),
             REQUEST_ID_ENVIRON_KEY: request_id,
             ROUTE_ENVIRON_KEY: "unmatched",
