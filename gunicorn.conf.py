@@ -67,8 +67,8 @@ threads = _int_env("GUNICORN_THREADS", 1)
 graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT")
 timeout = 30
 keepalive = _int_env("GUNICORN_KEEPALIVE")
-# Recycling workers would leave metric files behind forever
-# (https://github.com/prometheus/client_python/issues/275).
+# No recycling: nothing here leaks, and every replaced worker costs the master a fold of its
+# metric files (child_exit; https://github.com/prometheus/client_python/issues/275).
 max_requests = 0
 # One header field may hold a token up to 32 KiB ("Authorization: Bearer " included), so a
 # token over AUTH0_MAX_TOKEN_BYTES (16 KiB) still reaches the app and gets its RFC 6750 401;

@@ -43,9 +43,22 @@ _ARCHIVE_PID = "dead"
 _log = logging.getLogger("service.metric_files")
 
 
+#: Scrapes and folds within one process (the gunicorn master's serving threads and its fold).
+_process_lock = threading.Lock()
+
+
+def _new_process_lock() -> None:
+    """A fork child starts with its own lock: a parent's thread may have held the old one."""
+    global _process_lock
+    _process_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_process_lock)
+
+
 @contextlib.contextmanager
-def _locked(path: str, operation: int, wait: float = 0.0) -> Iterator[bool]:
-    """Hold flock(operation) on the directory's lock file; yields False if not had within wait."""
+def _file_locked(path: str, operation: int, until: float | None) -> Iterator[bool]:
+    """Hold flock(operation) on the directory's lock file; False if not had by `until` (None: wait)."""
     try:
         fd = os.open(os.path.join(path, _LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:
@@ -53,19 +66,31 @@ def _locked(path: str, operation: int, wait: float = 0.0) -> Iterator[bool]:
         yield operation == fcntl.LOCK_SH
         return
     try:
-        deadline = time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(fd, operation | (fcntl.LOCK_NB if wait else 0))
+                fcntl.flock(fd, operation | (fcntl.LOCK_NB if until is not None else 0))
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if until is None or time.monotonic() >= until:
                     yield False
                     return
                 time.sleep(0.01)
         yield True
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _process_locked(until: float | None) -> Iterator[bool]:
+    """Hold this process's lock; False if not had by `until` (None: wait)."""
+    timeout = -1.0 if until is None else max(0.0, until - time.monotonic())
+    if not _process_lock.acquire(timeout=timeout):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        _process_lock.release()
 
 
 def readable(file: str) -> bool:
@@ -92,16 +117,25 @@ def merge_readable(files: Sequence[str]) -> tuple[list[Metric], list[str]]:
 class FileCollector:
     """Collector over PROMETHEUS_MULTIPROC_DIR that leaves out, counts and logs unreadable files."""
 
-    def __init__(self, path: str) -> None:
-        """Read the files of `path`."""
+    def __init__(self, path: str, *, lock_file: bool = True) -> None:
+        """Read the files of `path`; lock_file=False in the process that folds (the gunicorn master).
+
+        A fold must not run in the middle of a scrape. Workers share the directory's lock file with
+        the master's fold. The master itself must not: it forks workers, and a child would inherit
+        a descriptor a serving thread had open at that moment, holding the lock for the child's life.
+        """
         self._path = path
+        self._lock_file = lock_file
         self._lock = threading.Lock()
         #: Names already logged as skipped (only those still present are kept: bounded).
         self._logged: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:
         """Every readable file's metrics merged, then the count of files left out."""
-        with _locked(self._path, fcntl.LOCK_SH):
+        locked = (
+            _file_locked(self._path, fcntl.LOCK_SH, None) if self._lock_file else _process_locked(None)
+        )
+        with locked:
             files = sorted(glob.glob(os.path.join(self._path, "*.db")))
             metrics, skipped = merge_readable(files)
         self._log_once(skipped)
@@ -174,8 +208,9 @@ def fold_dead_worker(path: str, pid: int) -> list[str]:
     removed: list[str] = []
     try:
         mark_process_dead(pid, path)
-        with _locked(path, fcntl.LOCK_EX, wait=FOLD_WAIT_SECONDS) as held:
-            if not held:
+        until = time.monotonic() + FOLD_WAIT_SECONDS
+        with _process_locked(until) as in_process, _file_locked(path, fcntl.LOCK_EX, until) as held:
+            if not (in_process and held):
                 _log.warning("metrics_fold_skipped", extra={"pid": pid, "reason": "scrapes held the lock"})
                 return removed
             for file in sorted(glob.glob(os.path.join(path, f"*_{pid}.db"))):

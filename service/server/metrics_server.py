@@ -302,7 +302,8 @@ class MetricsListener:
 def start(host: str, port: int, path: str) -> MetricsListener:
     """Listen on host:port and serve the metrics merged from `path` (raises OSError)."""
     registry = CollectorRegistry()
-    registry.register(FileCollector(path))
+    # This process folds dead workers' files and forks new ones: see FileCollector.
+    registry.register(FileCollector(path, lock_file=False))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listening = socket.create_server((host, port), family=family, backlog=128)
     listener = MetricsListener(listening, make_wsgi_app(registry))

@@ -181,16 +181,60 @@ def test_a_dead_workers_unreadable_file_is_removed(tmp_path: Path, recorded: tup
     assert metric_sum(_scrape(tmp_path), "metrics_files_skipped") == 0
 
 
-def test_a_fold_waits_for_a_running_scrape(
+def test_a_fold_waits_for_a_workers_running_scrape(
     tmp_path: Path, recorded: tuple[Path, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A scrape holds the shared lock: the fold gives up after its wait and keeps the files."""
+    """A worker's scrape holds the lock file shared: the fold gives up after its wait, files kept."""
     (pid,) = _workers(recorded, tmp_path, 1)
     monkeypatch.setattr(metric_files, "FOLD_WAIT_SECONDS", 0.05)
-    with metric_files._locked(str(tmp_path), fcntl.LOCK_SH):
+    with metric_files._file_locked(str(tmp_path), fcntl.LOCK_SH, None):
         assert fold_dead_worker(str(tmp_path), pid) == []
     assert (tmp_path / f"counter_{pid}.db").exists()
     assert fold_dead_worker(str(tmp_path), pid)
+
+
+def test_a_fold_waits_for_a_scrape_of_its_own_process(
+    tmp_path: Path, recorded: tuple[Path, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The master's listener scrapes under the process lock, and opens no lock file."""
+    (pid,) = _workers(recorded, tmp_path, 1)
+    assert metric_sum(parse_metrics(_master_scrape(tmp_path)), "jobs_total") == 3
+    assert not (tmp_path / metric_files._LOCK_NAME).exists()
+    monkeypatch.setattr(metric_files, "FOLD_WAIT_SECONDS", 0.05)
+    with metric_files._process_locked(None):
+        assert fold_dead_worker(str(tmp_path), pid) == []
+    assert fold_dead_worker(str(tmp_path), pid)
+
+
+def _master_scrape(path: Path) -> str:
+    """A scrape as the gunicorn master's listener makes it."""
+    registry = CollectorRegistry()
+    registry.register(FileCollector(str(path), lock_file=False))
+    return generate_latest(registry).decode()
+
+
+def test_a_fork_child_does_not_inherit_a_held_process_lock() -> None:
+    """gunicorn forks workers while the master's serving threads may hold the lock."""
+    script = """
+import os, threading, time
+from service import metric_files
+held, done = threading.Event(), threading.Event()
+def hold():
+    with metric_files._process_locked(None):
+        held.set()
+        done.wait(5)
+threading.Thread(target=hold).start()
+held.wait(5)
+pid = os.fork()
+if pid == 0:
+    with metric_files._process_locked(time.monotonic() + 1) as had:
+        os._exit(0 if had else 1)
+_, status = os.waitpid(pid, 0)
+done.set()
+print(os.waitstatus_to_exitcode(status))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "0", proc.stderr
 
 
 def test_a_fold_that_fails_keeps_the_files_and_does_not_raise(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,3 +204,14 @@ def test_connections_past_the_cap_close_the_oldest(monkeypatch: pytest.MonkeyPat
         assert _reply(idle[0], timeout=2) == b""
         for sock in idle[1:]:
             sock.close()
+
+
+def test_the_masters_listener_scrapes_without_a_lock_file(tmp_path: Path) -> None:
+    """The master forks workers: a lock file open in a serving thread would be inherited by one."""
+    listener = metrics_server.start("127.0.0.1", 0, str(tmp_path))
+    try:
+        reply = _reply(_send(listener.address[1], SCRAPE))
+    finally:
+        listener.close()
+    assert reply.startswith(b"HTTP/1.1 200 ") and b"metrics_files_skipped 0.0" in reply
+    assert list(tmp_path.iterdir()) == []
