@@ -105,10 +105,41 @@ def on_starting(server):
         replay_table.shared_table(settings)
         if settings.dpop_nonce:
             nonce.ensure_secret()
+    if settings.gateway_policy is not None:
+        # Read here so a bad file stops the start with one line, not a crash loop of workers.
+        from service.gateway_policy import PolicyError
+        from service.gateway_policy import accept_policy
+
+        try:
+            accept_policy(settings.gateway_policy, default_dpop=settings.dpop)
+        except PolicyError as error:
+            _fail(f"GATEWAY_POLICY: {error}")
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     # Files left by an earlier run (an emptyDir survives container restarts) would be summed in.
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
+
+
+def on_reload(server):
+    """SIGHUP: re-read the gateway policy before the new workers fork (master).
+
+    The new workers use what this accepted; a file that no longer parses is logged and the
+    previous policy stays, so a bad edit cannot take the service down.
+    """
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        server.log.error("gateway_policy_invalid: %s", error)
+        return
+    if settings.gateway_policy is None:
+        return
+    from service.gateway_policy import PolicyError
+    from service.gateway_policy import accept_policy
+
+    try:
+        accept_policy(settings.gateway_policy, default_dpop=settings.dpop)
+    except PolicyError as error:
+        server.log.error("gateway_policy_invalid: GATEWAY_POLICY: %s (the previous policy stays)", error)
 
 
 def when_ready(server):

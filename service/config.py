@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -168,6 +169,8 @@ NO_DEFAULT: Final[dict[str, str]] = {
     "PUBLIC_URL": "the external URL clients call: DPoP htu and RFC 9728 resource_metadata.",
     "RESOURCE_NAME": "RFC 9728 resource_name of the metadata document.",
     "RESOURCE_DOCUMENTATION": "RFC 9728 resource_documentation URL of the metadata document.",
+    "GATEWAY_POLICY": "gateway mode: the YAML policy file /auth/check decides by; unset, no /auth/check.",
+    "GATEWAY_CLAIM_HEADERS": "gateway mode: claim:Header pairs, comma-separated, sent upstream on an allow.",
 }
 
 #: Every environment variable the service and gunicorn.conf.py read.
@@ -216,6 +219,9 @@ class Settings:
     resource_documentation: str | None
     #: Every trusted issuer, exactly as tokens must carry it in ``iss`` (``issuer`` first).
     issuers: tuple[str, ...] = ()
+    #: Gateway mode: the policy file's path (None: no /auth/check) and the claim headers.
+    gateway_policy: str | None = None
+    gateway_claim_headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -258,6 +264,7 @@ class Settings:
             version=reader.label("SERVICE_VERSION"),
             revision=reader.label("SERVICE_REVISION"),
             **_dpop_settings(env, reader),
+            **_gateway_settings(env),
         )
 
 
@@ -411,6 +418,36 @@ def _issuers(env: Mapping[str, str], *, allow_insecure: bool) -> tuple[str, ...]
     if not domains:
         raise ConfigError("AUTH0_DOMAIN: required (or AUTH0_ISSUER) but not set")
     return tuple(dict.fromkeys(_domain_issuer(domain) for domain in domains))
+
+
+#: RFC 9110 §5.1 field-name (token), and the names a claim header may not take: the identity
+#: headers, and those HTTP and the gateways give meaning to.
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_RESERVED_HEADERS = frozenset({
+    "x-auth-subject", "x-auth-client", "x-auth-scopes", "x-auth-issuer", "content-length",
+    "content-type", "cache-control", "www-authenticate", "dpop-nonce", "connection",
+    "transfer-encoding", "host", "set-cookie", "location",
+})
+
+
+def _gateway_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """GATEWAY_POLICY (a path; service.gateway_policy reads the file) and GATEWAY_CLAIM_HEADERS."""
+    policy = env.get("GATEWAY_POLICY", "").strip() or None
+    pairs: list[tuple[str, str]] = []
+    for entry in _entries(env, "GATEWAY_CLAIM_HEADERS"):
+        claim, _, header = entry.partition(":")
+        claim, header = claim.strip(), header.strip()
+        if not claim or not _FIELD_NAME.fullmatch(header) or header.lower() in _RESERVED_HEADERS:
+            raise ConfigError(
+                f"GATEWAY_CLAIM_HEADERS: {entry!r} must be claim:Header-Name "
+                "(a header name that is not an identity or HTTP header)"
+            )
+        if any(header.lower() == seen.lower() for _, seen in pairs):
+            raise ConfigError(f"GATEWAY_CLAIM_HEADERS: header {header!r} named twice")
+        pairs.append((claim, header))
+    if pairs and policy is None:
+        raise ConfigError("GATEWAY_CLAIM_HEADERS: only with GATEWAY_POLICY (gateway mode)")
+    return {"gateway_policy": policy, "gateway_claim_headers": tuple(pairs)}
 
 
 def _entries(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -76,6 +76,11 @@ HTTP_DURATION = Histogram(
     ["route", "method"],
     buckets=_LATENCY_BUCKETS,
 )
+GATEWAY_HEADERS_OMITTED = Counter(
+    "gateway_claim_headers_omitted_total",
+    "Identity or claim headers left out of a gateway allow: the value was unfit for a header.",
+    ["header"],
+)
 
 #: Methods counted by name; anything else is "other" so clients cannot mint label values.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -99,6 +104,7 @@ auth_duration = _resolver(AUTH_DURATION)
 jwks_fetch = _resolver(JWKS_FETCHES)
 http_request = _resolver(HTTP_REQUESTS)
 http_duration = _resolver(HTTP_DURATION)
+gateway_header_omitted = _resolver(GATEWAY_HEADERS_OMITTED)
 _token_cache_hit = TOKEN_CACHE.labels("hit")
 _token_cache_miss = TOKEN_CACHE.labels("miss")
 

@@ -25,6 +25,8 @@ ROUTE_ENVIRON_KEY: Final = "service.route"
 SERVER_REQUEST_ID_ENVIRON_KEY: Final = "service.server_request_id"
 #: WSGI environ key for the request's W3C trace context: a (trace_id, span_id) pair.
 TRACE_ENVIRON_KEY: Final = "service.trace"
+#: WSGI environ key for a gateway decision's original request: a (method, path) pair.
+ORIGINAL_REQUEST_ENVIRON_KEY: Final = "service.original_request"
 
 _ids: tuple[int, str, itertools.count[int]] | None = None
 

@@ -7,6 +7,7 @@ required (or to a predicate on that claim's value), or one predicate over all th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
@@ -42,3 +43,12 @@ def _claim_check(name: str, expected: Any) -> ClaimCheck:
 def _same(actual: Any, expected: Any) -> bool:
     """JSON equality without Python's ``True == 1`` (a boolean claim never equals a number)."""
     return isinstance(actual, bool) is isinstance(expected, bool) and actual == expected
+
+
+#: RFC 6749 §3.3 scope-token characters: what a route may require (and a challenge may name).
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+def is_scope_list(value: object) -> bool:
+    """True for a space-delimited list of RFC 6749 §3.3 scope tokens (one required alternative)."""
+    return isinstance(value, str) and all(_SCOPE_TOKEN.fullmatch(part) for part in value.split(" "))

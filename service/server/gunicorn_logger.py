@@ -12,6 +12,7 @@ from ..logs import clip
 from ..logs import configure
 from ..logs import get_logger
 from ..logs import stdout_handler
+from ..request_ids import ORIGINAL_REQUEST_ENVIRON_KEY
 from ..request_ids import REQUEST_ID_ENVIRON_KEY
 from ..request_ids import ROUTE_ENVIRON_KEY
 from ..request_ids import SERVER_REQUEST_ID_ENVIRON_KEY
@@ -64,11 +65,19 @@ class GunicornLogger(_GunicornBaseLogger):
         trace = environ.get(TRACE_ENVIRON_KEY)
         if trace is not None:
             extra["trace_id"], extra["span_id"] = trace
+        path = environ.get("PATH_INFO")
+        # Only present on a gateway decision (service.web.gateway): the request it was about,
+        # its path without the query (a query may carry secrets); `path` is the decision endpoint.
+        original = environ.get(ORIGINAL_REQUEST_ENVIRON_KEY)
+        if original is not None:
+            extra["original_method"], original_path = original
+            extra["original_path"] = clip(original_path)
+            path = "/auth/check"
         self._access.info(
             "http_request",
             request_id=environ.get(REQUEST_ID_ENVIRON_KEY),
             method=environ.get("REQUEST_METHOD"),
-            path=clip(environ.get("PATH_INFO")),
+            path=clip(path),
             route=route,
             status=status,
             duration_ms=round(request_time.total_seconds() * 1000.0, 3),

@@ -10,8 +10,10 @@ from flask import Flask
 
 from .. import logs
 from ..config import Settings
+from ..gateway_policy import policy_for
 from . import composition
 from . import cors
+from . import gateway
 from . import metrics_route
 from . import request_hooks
 from . import resource_metadata
@@ -31,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     routes.init_app(app)
     cors.init_app(app, settings)
     resource_metadata.init_app(app, settings)
+    gateway.init_app(app, settings, policy_for(settings))
     return app
 
 

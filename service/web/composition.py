@@ -18,6 +18,7 @@ from ..jose.jwks_cache import JWKSCache
 from ..jose.verifier import verifier_for
 from ..logs import get_logger
 from . import resource_metadata
+from .protector import Schemes
 from .validators import Auth0BearerTokenValidator
 from .validators import DPoPTokenValidator
 
@@ -43,10 +44,11 @@ def init_app(app: Flask, settings: Settings) -> None:
         app.after_request(_send_nonce)
     app.extensions["auth_validators"] = validators
     app.extensions["auth_verifier"] = verifier
-    app.extensions["auth_dpop_mode"] = settings.dpop
-    app.extensions["auth_challenges"] = Challenges(
+    challenges = Challenges(
         settings.dpop, settings.dpop_algorithms, resource_metadata.metadata_url(settings)
     )
+    app.extensions["auth_challenges"] = challenges
+    app.extensions["auth_schemes"] = Schemes(settings.dpop, challenges)
 
 
 def _send_nonce(response: Response) -> Response:

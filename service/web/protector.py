@@ -18,13 +18,14 @@ with the Flask URL rule (bounded by the routes the app defines, never the raw pa
 from __future__ import annotations
 
 import functools
-import re
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.integrations.flask_oauth2 import current_token
@@ -40,7 +41,9 @@ from ..jose.access_token import AccessToken
 from ..jose.claims import ClaimCheck
 from ..jose.claims import ClaimsSpec
 from ..jose.claims import compile_claims
+from ..jose.claims import is_scope_list
 from ..jose.errors import AuthError
+from ..jose.errors import Challenges
 from ..jose.errors import InvalidRequestError
 from ..jose.errors import InvalidTokenError
 from ..jose.errors import MissingTokenError
@@ -51,12 +54,17 @@ from .validators import Auth0BearerTokenValidator
 
 __all__ = ["Protector", "current_token", "require_auth"]
 
-#: RFC 6749 §3.3 scope-token characters: what a route may require (and the challenge may name).
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-
 log = get_logger("service.auth")
 
 View = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Schemes:
+    """Which schemes a decision accepts (AUTH0_DPOP's modes) and how its 401s challenge."""
+
+    mode: str
+    challenges: Challenges
 
 
 class Protector(ResourceProtector):
@@ -126,7 +134,7 @@ class Protector(ResourceProtector):
         RFC 6750 §2.1 for Bearer; RFC 9449 §7.1 for DPoP, which also needs exactly one ``DPoP``
         proof header (the WSGI server joins repeated headers with commas, which no JWS contains).
         """
-        mode = current_app.extensions["auth_dpop_mode"]
+        mode = request.schemes.mode
         auth = (request.headers.get("Authorization") or "").strip()
         scheme, _, credentials = auth.replace("\t", " ").partition(" ")
         token_type = scheme.lower()
@@ -173,15 +181,24 @@ class Protector(ResourceProtector):
             raise
         return token
 
-    def acquire_token(self, scopes: str | Sequence[str] | None = None, **kwargs: Any) -> AccessToken:
-        """Validate the current request, reading only what bearer authentication needs."""
+    def acquire_token(
+        self,
+        scopes: str | Sequence[str] | None = None,
+        *,
+        bearer_request: BearerRequest | None = None,
+        **kwargs: Any,
+    ) -> AccessToken:
+        """Validate the current request (or the one described), reading what bearer auth needs."""
         if isinstance(scopes, str):  # Authlib's acquire_token takes one scope string too
             scopes = [scopes]
-        environ = request.environ
+        if bearer_request is None:
+            bearer_request = BearerRequest(request.environ, current_app.extensions["auth_schemes"])
         # RFC 6750 §2.3 URI tokens leak into logs and caches; only the header is accepted.
-        if environ.get("QUERY_STRING") and "access_token" in request.args:
+        if bearer_request.query and any(
+            name == "access_token" for name, _ in parse_qsl(bearer_request.query, keep_blank_values=True)
+        ):
             raise InvalidRequestError("Send the access token in the Authorization header only.")
-        token = self.validate_request(scopes, _BearerRequest(environ), **kwargs)
+        token = self.validate_request(scopes, bearer_request, **kwargs)
         token_authenticated.send(self, token=token)
         g.authlib_server_oauth2_token = token
         return token
@@ -193,25 +210,48 @@ class Protector(ResourceProtector):
         started = time.perf_counter()
         rule = request.url_rule
         route = rule.rule if rule is not None else "unmatched"
+        outcome = self.decide(
+            route,
+            BearerRequest(request.environ, current_app.extensions["auth_schemes"]),
+            scopes=scopes,
+            optional=optional,
+            claims=claims,
+            started=started,
+        )
+        return outcome if isinstance(outcome, Response) else None
+
+    def decide(
+        self,
+        route: str,
+        bearer_request: BearerRequest,
+        *,
+        scopes: list[str] | None,
+        optional: bool,
+        claims: ClaimCheck | None,
+        started: float,
+    ) -> Response | AccessToken | None:
+        """One decision, recorded under ``route``: the refusal to send, or the verified token
+        (None when an optional rule saw no token). Own routes and /auth/check both come here."""
+        challenges = bearer_request.schemes.challenges
         try:
-            token = self.acquire_token(scopes, claims=claims)
+            token = self.acquire_token(scopes, bearer_request=bearer_request, claims=claims)
         except MissingTokenError as error:
-            if optional and not (request.environ.get("HTTP_AUTHORIZATION") or "").strip():
-                _record_decision(route, "allow", "anonymous", started, None)
+            if optional and not (bearer_request.environ.get("HTTP_AUTHORIZATION") or "").strip():
+                record_decision(route, "allow", "anonymous", started, None)
                 return None
-            _record_decision(route, "deny", error.reason, started, None)
-            return error_response(error)
+            record_decision(route, "deny", error.reason, started, None)
+            return error_response(error, challenges)
         except AuthError as error:
-            _record_decision(route, "deny", error.reason, started, getattr(error, "token", None))
-            return error_response(error)
+            record_decision(route, "deny", error.reason, started, getattr(error, "token", None))
+            return error_response(error, challenges)
         except Exception:
             # Fail closed: a bug on some odd input (or in a route's claim predicate) must still
             # be a refusal, never a 500.
             log.exception("auth_error", route=route)
-            _record_decision(route, "deny", "error", started, None)
-            return error_response(InvalidTokenError(reason="error"))
-        _record_decision(route, "allow", "ok", started, token)
-        return None
+            record_decision(route, "deny", "error", started, None)
+            return error_response(InvalidTokenError(reason="error"), challenges)
+        record_decision(route, "allow", "ok", started, token)
+        return token
 
 
 def required_scopes(scopes: str | Sequence[str] | None) -> list[str] | None:
@@ -220,9 +260,7 @@ def required_scopes(scopes: str | Sequence[str] | None) -> list[str] | None:
         return None
     alternatives = [scopes] if isinstance(scopes, str) else list(scopes)
     for alternative in alternatives:
-        if not isinstance(alternative, str) or not all(
-            _SCOPE_TOKEN.fullmatch(part) for part in alternative.split(" ")
-        ):
+        if not is_scope_list(alternative):
             raise ValueError(
                 f"require_auth: {alternative!r} is not a space-delimited list of scope tokens "
                 "(RFC 6749 section 3.3)"
@@ -230,20 +268,34 @@ def required_scopes(scopes: str | Sequence[str] | None) -> list[str] | None:
     return alternatives or None
 
 
-class _BearerRequest:
+class BearerRequest:
     """The slice of a request that bearer validation reads (Authlib's request protocol).
 
     Authlib's FlaskJsonRequest would build the full URL and copy every header per request; the
-    Authorization header is all that RFC 6750 header authentication needs.
+    Authorization header is all that RFC 6750 header authentication needs. A gateway decision
+    describes another request: its method, URI and query replace this request's.
     """
 
-    __slots__ = ("credentials", "environ", "headers")
+    __slots__ = ("credentials", "environ", "headers", "method", "query", "schemes", "uri")
 
-    def __init__(self, environ: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        environ: dict[str, Any],
+        schemes: Schemes,
+        *,
+        method: str | None = None,
+        uri: str | None = None,
+        query: str | None = None,
+    ) -> None:
         authorization = environ.get("HTTP_AUTHORIZATION")
         self.headers = {"Authorization": authorization} if authorization is not None else {}
-        #: DPoP reads its proof header, method and URI from here (RFC 9449 §4.3).
+        #: DPoP reads its proof header from here (RFC 9449 §4.3).
         self.environ = environ
+        self.schemes = schemes
+        #: What a DPoP proof's htm and htu must match: None = this request's own.
+        self.method = method
+        self.uri = uri
+        self.query = environ.get("QUERY_STRING") if query is None else query
         #: The token parsed out of the Authorization header, once parsing has accepted it.
         self.credentials: str | None = None
 
@@ -270,16 +322,17 @@ _DPOP_REQUIRED = "This API accepts DPoP-bound tokens only: send 'Authorization: 
 _MISSING_DPOP = "An access token is required: send 'Authorization: DPoP <token>' and a DPoP proof."
 
 
-def error_response(error: AuthError) -> Response:
-    """Turn an auth error into its prepared response, challenging as the app is configured."""
-    status, body, headers = error.response_parts(current_app.extensions["auth_challenges"])
+def error_response(error: AuthError, challenges: Challenges | None = None) -> Response:
+    """Turn an auth error into its prepared response, challenging as given (else as the app is
+    configured)."""
+    status, body, headers = error.response_parts(challenges or current_app.extensions["auth_challenges"])
     response = Response(body, status=status, headers=list(headers))
     if isinstance(error, UseDPoPNonceError):
         response.headers["DPoP-Nonce"] = error.nonce  # RFC 9449 §9
     return response
 
 
-def _record_decision(
+def record_decision(
     route: str, outcome: str, reason: str, started: float, token: AccessToken | None
 ) -> None:
     """Record one decision: a log line and the two metrics."""

@@ -80,8 +80,10 @@ class DPoPTokenValidator(Auth0BearerTokenValidator):
         environ = request.environ
         nonce = self._proofs.verify(
             environ["HTTP_DPOP"].strip(),
-            method=environ["REQUEST_METHOD"],
-            url=request_uri(environ, self._public_url),
+            # A gateway decision names the original request's method and URI (its own are
+            # /auth/check's); own routes use this request's.
+            method=request.method or environ["REQUEST_METHOD"],
+            url=request.uri or request_uri(environ, self._public_url),
             access_token=request.credentials,
             jkt=jkt,
         )

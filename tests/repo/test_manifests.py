@@ -24,7 +24,7 @@ from dev_issuer.config import DEFAULT_PORT as ISSUER_DEFAULT_PORT
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "gateway")
 UID = 10001
 API_PORT = 3010
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
@@ -378,7 +378,7 @@ def test_overlay_env_names_are_read_and_settings_valid(overlay: str) -> None:
     unknown = set(env) - service_env_names()
     assert not unknown, f"{overlay}: env names the service never reads: {sorted(unknown)}"
     settings = Settings.from_env(env)
-    if overlay == "dev":
+    if overlay in ("dev", "gateway"):  # gateway: the dev overlay plus deploy/components/gateway
         assert settings.issuer == "http://issuer:3011/"
         assert settings.audience == "https://api.dev.local"
     else:
@@ -470,6 +470,9 @@ def test_pods_are_restricted(name: str) -> None:
             mounts_by_volume.update({m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])})
         assert "/tmp" in mounts_by_volume.values()
         for volume in pod["volumes"]:
+            if "configMap" in volume:  # read-only data (the gateway policy), not writable space
+                assert mounts_by_volume[volume["name"]].startswith("/etc/"), volume["name"]
+                continue
             assert "sizeLimit" in volume["emptyDir"], volume["name"]
 
 
@@ -535,3 +538,28 @@ def test_dockerfile_final_stage_is_the_api() -> None:
     assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py"]' in api
     copies = [i for i in api if i.startswith("COPY")]
     assert all("dev_issuer" not in c and "tests" not in c for c in copies), copies
+
+
+def test_gateway_overlay_mounts_the_policy_where_gateway_policy_points() -> None:
+    """deploy/components/gateway: the policy ConfigMap is mounted at GATEWAY_POLICY, and it parses."""
+    from service.gateway_policy import parse_policy
+
+    objects = rendered("gateway")
+    container = api_container(api_deployment(objects))
+    env = container_env(objects, container)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "gateway-policy")
+    assert mount["readOnly"] is True
+    assert env["GATEWAY_POLICY"] == f"{mount['mountPath']}/policy.yaml"
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and "policy.yaml" in o.get("data", {})]
+    assert len(maps) == 1
+    assert parse_policy(maps[0]["data"]["policy.yaml"]).rules
+
+
+def test_gateway_overlay_admits_only_the_gateway_namespace_to_the_app_port() -> None:
+    """The NetworkPolicy's app-port rule names the gateway's namespace as its only source."""
+    policy = one(rendered("gateway"), "NetworkPolicy", "flask-auth0-api")
+    http_rule = policy["spec"]["ingress"][0]
+    assert [p["port"] for p in http_rule["ports"]] == ["http"]
+    assert http_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway-system"}}}
+    ]

@@ -1,0 +1,179 @@
+"""Gateway mode: ``/auth/check``, the decision a gateway asks for before forwarding a request.
+
+nginx ``auth_request``, Traefik ``ForwardAuth``, Caddy ``forward_auth`` and Envoy ``ext_authz``
+send the original request's headers here; the decision is the one own routes get (the same
+protector, validators, errors, log line and metrics) under the matched policy rule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from flask import Response
+from flask import current_app
+from flask import request
+
+from .. import metrics
+from ..config import Settings
+from ..gateway_policy import UNMATCHED
+from ..gateway_policy import Policy
+from ..gateway_policy import Rule
+from ..jose.access_token import AccessToken
+from ..jose.claims import ClaimCheck
+from ..jose.claims import compile_claims
+from ..jose.errors import Challenges
+from ..jose.errors import InvalidRequestError
+from ..request_ids import ORIGINAL_REQUEST_ENVIRON_KEY
+from .original_request import MalformedOriginalRequest
+from .original_request import read_original
+from .protector import BearerRequest
+from .protector import Schemes
+from .protector import error_response
+from .protector import record_decision
+from .protector import require_auth
+from .resource_metadata import metadata_url
+
+PREFIX = "/auth/check"
+#: A header value the upstream gets: RFC 9110 §5.5 field-value, bounded.
+MAX_HEADER_CHARS = 256
+_EXTENSION = "gateway"
+_NO_RULE_BODY = (
+    b'{"error": "access_denied", "error_description": "No gateway policy rule allows this request."}'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """What a decision under one rule needs, prepared once."""
+
+    scopes: list[str] | None
+    claims: ClaimCheck | None
+    schemes: Schemes
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The app's policy, its rules prepared, and the claim headers to send."""
+
+    policy: Policy
+    rules: dict[str, CompiledRule]
+    claim_headers: tuple[tuple[str, str], ...]
+
+
+def check(rest: str | None = None) -> Response:
+    """Decide about the original request the gateway describes (any method)."""
+    gateway: Gateway = current_app.extensions[_EXTENSION]
+    started = time.perf_counter()
+    environ = request.environ
+    try:
+        original = read_original(environ, PREFIX)
+    except MalformedOriginalRequest:
+        error = InvalidRequestError(_MALFORMED, reason="bad_original_request")
+        record_decision(UNMATCHED, "deny", error.reason, started, None)
+        return error_response(error)
+    environ[ORIGINAL_REQUEST_ENVIRON_KEY] = (original.method, original.path)
+    rule = gateway.policy.match(original.hostname, original.decoded_path, original.method)
+    if rule is None:
+        record_decision(UNMATCHED, "deny", "no_rule", started, None)
+        return _no_rule()
+    compiled = gateway.rules[rule.name]
+    outcome = require_auth.decide(
+        rule.name,
+        BearerRequest(
+            environ, compiled.schemes, method=original.method, uri=original.url, query=original.query
+        ),
+        scopes=compiled.scopes,
+        optional=rule.optional,
+        claims=compiled.claims,
+        started=started,
+    )
+    if isinstance(outcome, Response):
+        return outcome
+    return _allow(outcome, gateway.claim_headers)
+
+
+_MALFORMED = "The gateway's description of the original request is malformed."
+
+
+def _no_rule() -> Response:
+    """403: no policy rule matches the request (its method, host or path)."""
+    return Response(
+        _NO_RULE_BODY, status=403, mimetype="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+def _allow(token: AccessToken | None, claim_headers: tuple[tuple[str, str], ...]) -> Response:
+    """200 with an empty body; the identity headers when a token was verified."""
+    response = Response(b"", status=200, headers={"Cache-Control": "no-store"})
+    if token is None:
+        return response
+    headers = response.headers
+    for name, value in (
+        ("X-Auth-Subject", token.sub),
+        ("X-Auth-Client", token.client),
+        ("X-Auth-Scopes", " ".join(sorted(token.permissions)) or None),
+        ("X-Auth-Issuer", token.issuer or None),
+        *((header, token.claims.get(claim)) for claim, header in claim_headers),
+    ):
+        if value is None:
+            continue
+        text = header_value(value)
+        if text is None:
+            metrics.gateway_header_omitted(name).inc()
+        else:
+            headers[name] = text
+    return response
+
+
+def header_value(value: Any) -> str | None:
+    """A claim value as header text, or None when unfit: not a string or number, a control
+    character (CR/LF), over MAX_HEADER_CHARS, or outside Latin-1 (RFC 9110 §5.5 obs-text)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        text = str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        return None
+    if len(text) > MAX_HEADER_CHARS or not text.isprintable():
+        return None
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+def init_app(app: Flask, settings: Settings, policy: Policy | None) -> None:
+    """With a policy, register /auth/check (and /auth/check/<path>) for every method."""
+    if policy is None:
+        return
+    app.extensions[_EXTENSION] = Gateway(
+        policy=policy,
+        rules={rule.name: _compile(rule, settings) for rule in policy.rules},
+        claim_headers=settings.gateway_claim_headers,
+    )
+    # Werkzeug rules without methods match every method (Flask's add_url_rule would default to
+    # GET): the original method is what gets checked.
+    for path in (PREFIX, f"{PREFIX}/<path:rest>"):
+        app.url_map.add(app.url_rule_class(path, endpoint="gateway_check", methods=None))
+    app.view_functions["gateway_check"] = check
+
+
+def _compile(rule: Rule, settings: Settings) -> CompiledRule:
+    """A rule's scopes, claim check and DPoP mode, in the forms the protector takes."""
+    mode = rule.dpop or settings.dpop
+    return CompiledRule(
+        scopes=list(rule.scopes) if rule.scopes is not None else None,
+        claims=compile_claims(dict(rule.claims)) if rule.claims else None,
+        schemes=Schemes(mode, Challenges(mode, settings.dpop_algorithms, metadata_url(settings))),
+    )

@@ -1,0 +1,126 @@
+"""The original request a gateway asks about, read from its headers (forward-auth, ext_authz).
+
+First match wins: ``X-Original-URL`` + ``X-Original-Method`` (nginx, ingress-nginx); then
+``X-Forwarded-Method`` + ``X-Forwarded-Uri`` with ``X-Forwarded-Proto`` / ``-Host`` (Traefik,
+Caddy); else the path after the decision prefix, with this request's method and Host (Envoy
+``ext_authz`` with ``path_prefix``). Whatever is present must be well-formed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+
+#: RFC 9110 §9 methods plus PATCH (RFC 5789).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+#: RFC 3986 §3.2: host (reg-name, IPv4 or bracketed IPv6 literal) and an optional port.
+_AUTHORITY = re.compile(r"(?P<host>[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+#: Visible ASCII as sent (RFC 9112 §3.2: a request target has no spaces or controls), with
+#: well-formed percent-encodings. Lenient beyond RFC 3986 (``filter[a]=1``, ``|``) as servers are.
+_PATH = re.compile(r"/(?:[\x21\x22\x24\x26-\x3e\x40-\x7e]|%[0-9A-Fa-f]{2})*")
+_QUERY = re.compile(r"(?:[\x21\x22\x24\x26-\x7e]|%[0-9A-Fa-f]{2})*")
+#: Percent-encoded control characters (CR, LF, NUL, ...): header injection at the upstream.
+_ENCODED_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
+
+
+class MalformedOriginalRequest(ValueError):
+    """The gateway's description of the original request is present but unusable."""
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalRequest:
+    """The request the client sent to the gateway."""
+
+    method: str
+    scheme: str
+    #: Host and port as the client addressed them (the DPoP ``htu`` authority).
+    authority: str
+    #: Lower-case host without port: what a rule's ``host`` is compared with.
+    hostname: str
+    #: The path as sent (percent-encodings kept) and the query without '?'.
+    path: str
+    query: str
+
+    @property
+    def url(self) -> str:
+        """scheme://authority/path, without query: what a DPoP proof's ``htu`` must match."""
+        return f"{self.scheme}://{self.authority}{self.path}"
+
+    @property
+    def decoded_path(self) -> str:
+        """The path percent-decoded, as Flask matches routes (PATH_INFO)."""
+        return unquote(self.path, errors="replace")
+
+
+def read_original(environ: Mapping[str, Any], prefix: str) -> OriginalRequest:
+    """The original request from the gateway's headers in a WSGI environ (see the module doc)."""
+    url = environ.get("HTTP_X_ORIGINAL_URL")
+    if url is not None:
+        return _from_url(url, environ.get("HTTP_X_ORIGINAL_METHOD"))
+    method = environ.get("HTTP_X_FORWARDED_METHOD")
+    uri = environ.get("HTTP_X_FORWARDED_URI")
+    if method is not None or uri is not None:
+        if method is None or uri is None:
+            raise MalformedOriginalRequest("X-Forwarded-Method and X-Forwarded-Uri come together")
+        scheme = environ.get("HTTP_X_FORWARDED_PROTO", "http").strip().lower()
+        authority = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")
+        return _build(method, scheme, authority, uri)
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    if not raw.startswith("/"):  # absolute-form request target (RFC 9112 §3.2.2)
+        parts = urlsplit(raw)
+        raw = parts.path + ("?" + parts.query if parts.query else "")
+    rest = raw[len(prefix):] if raw.startswith(prefix) else ""
+    return _build(
+        environ.get("REQUEST_METHOD", ""),
+        environ.get("wsgi.url_scheme", "http"),
+        environ.get("HTTP_HOST", ""),
+        rest if rest.startswith("/") else "/" + rest,  # "/auth/check" alone asks about "/"
+    )
+
+
+def _from_url(url: str, method: str | None) -> OriginalRequest:
+    """Mode 1: an absolute URL and its method."""
+    if method is None:
+        raise MalformedOriginalRequest("X-Original-URL needs X-Original-Method")
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        raise MalformedOriginalRequest("X-Original-URL is not a URL") from None
+    if not parts.scheme or not parts.netloc or "@" in parts.netloc:
+        raise MalformedOriginalRequest("X-Original-URL must be an absolute http(s) URL")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return _build(method, parts.scheme, parts.netloc, target)
+
+
+def _build(method: str, scheme: str, authority: str, target: str) -> OriginalRequest:
+    """Check each part and assemble the original request."""
+    method = method.strip()
+    if method not in METHODS:
+        raise MalformedOriginalRequest("the original method is not an HTTP method")
+    scheme = scheme.lower()
+    if scheme not in ("http", "https"):
+        raise MalformedOriginalRequest("the original scheme must be http or https")
+    authority = authority.strip()
+    found = _AUTHORITY.fullmatch(authority)
+    if found is None or (found["port"] is not None and int(found["port"]) > 65535):
+        raise MalformedOriginalRequest("the original host is not a host[:port]")
+    path, _, query = target.partition("?")
+    query = query.partition("#")[0]
+    if not _PATH.fullmatch(path) or not _QUERY.fullmatch(query):
+        raise MalformedOriginalRequest("the original path or query has characters a URI cannot")
+    if _ENCODED_CONTROL.search(path) or _ENCODED_CONTROL.search(query):
+        raise MalformedOriginalRequest("the original path or query encodes control characters")
+    return OriginalRequest(
+        method=method,
+        scheme=scheme,
+        authority=authority,
+        hostname=found["host"].lower(),
+        path=path,
+        query=query,
+    )
