@@ -1,6 +1,7 @@
 """Command-line client of the development issuer: tokens and DPoP request headers (development only).
 
     python -m dev_issuer.client token [--scope SCOPES] [--claim NAME=VALUE ...] [--audience AUD]
+                                      [--cert client.pem] [--acr ACR] [--auth-time WHEN]
     python -m dev_issuer.client [--key FILE] [--issuer URL] METHOD URL
 
 ``token`` prints an access token with the scopes and claims asked for (the issuer's ``/dev/token``
@@ -10,7 +11,8 @@ on stderr, exit status 1. ``METHOD URL`` gets a DPoP-bound token (client-credent
 DPoP proof, RFC 9449 §5) and prints ``Authorization: DPoP <token>`` and ``DPoP: <proof>`` for
 METHOD and URL, ready for ``curl -H @file``. ``--key`` keeps the EC P-256 key in a PEM file
 (created when missing) so that several invocations act as one client; ``--token`` reuses a token
-instead of fetching one.
+instead of fetching one. ``--cert`` binds the token to a client certificate (RFC 8705 §3.1),
+``--acr`` and ``--auth-time`` set the claims step-up authentication (RFC 9470) checks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any
 
 from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
+
+from service.jose.cert_header import certificate_thumbprint
 
 _TIMEOUT = 10
 _DEFAULT_ISSUER = "http://127.0.0.1:3011/"
@@ -223,14 +227,55 @@ def token_parser() -> argparse.ArgumentParser:
         help="bind the token to this DPoP key (PEM file, created when missing); then "
         "`python -m dev_issuer.client --key FILE --token TOKEN METHOD URL` prints its proofs",
     )
+    parser.add_argument(
+        "--cert",
+        type=Path,
+        help="bind the token to this client certificate (PEM file): cnf x5t#S256, RFC 8705 §3.1",
+    )
+    parser.add_argument("--acr", help="the acr claim (RFC 9470 step-up), e.g. urn:example:mfa")
+    parser.add_argument(
+        "--auth-time",
+        type=_auth_time,
+        metavar="WHEN",
+        help="the auth_time claim: 'now', -SECONDS (that long ago) or a Unix time",
+    )
     parser.add_argument("--json", action="store_true", help="print the whole token response")
     return parser
 
 
+def _auth_time(text: str) -> int:
+    """``--auth-time``: 'now', -SECONDS ago, or an absolute Unix time."""
+    if text == "now":
+        return int(time.time())
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'now', -SECONDS or a Unix time, got {text!r}") from None
+    return int(time.time()) + value if value <= 0 else value
+
+
+def certificate_claims(claims: dict[str, Any], cert: Path) -> dict[str, Any]:
+    """``claims`` with ``cnf["x5t#S256"]`` of the PEM certificate in ``cert`` (merged into any cnf)."""
+    thumbprint = certificate_thumbprint(cert.read_text())
+    cnf = claims.get("cnf")
+    return {**claims, "cnf": {**(cnf if isinstance(cnf, dict) else {}), "x5t#S256": thumbprint}}
+
+
 def token_main(argv: list[str]) -> int:
     """The ``token`` command: print one access token (or the token response as JSON)."""
-    args = token_parser().parse_args(argv)
+    parser = token_parser()
+    args = parser.parse_args(argv)
     scope = None if args.scope is None else " ".join(args.scope)
+    claims = dict(args.claim)
+    if args.acr is not None:
+        claims["acr"] = args.acr
+    if args.auth_time is not None:
+        claims["auth_time"] = args.auth_time
+    if args.cert is not None:
+        try:
+            claims = certificate_claims(claims, args.cert)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--cert {args.cert}: not a PEM certificate ({exc})")
     try:
         answer = mint_token(
             args.issuer,
@@ -238,7 +283,7 @@ def token_main(argv: list[str]) -> int:
             client_secret=args.client_secret,
             audience=args.audience,
             scope=scope,
-            claims=dict(args.claim),
+            claims=claims,
             expires_in=args.expires_in,
             key=None if args.key is None else load_key(args.key),
         )

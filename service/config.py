@@ -36,6 +36,13 @@ SUPPORTED_DPOP_ALGORITHMS: Final = frozenset({"ES256", "RS256", "PS256", "EdDSA"
 #: AUTH0_DPOP modes: accept both schemes, DPoP only, or Bearer only (no DPoP support at all).
 DPOP_MODES: Final = ("allowed", "required", "disabled")
 
+#: AUTH0_MTLS modes (RFC 8705 §3): check bound tokens, also refuse unbound ones, or ignore binding.
+MTLS_MODES: Final = ("allowed", "required", "disabled")
+#: An HTTP field name (RFC 9110 §5.1 token) without '_', which WSGI could not tell from '-'.
+_CERT_HEADER_NAME: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
+#: A year: AUTH0_MAX_TOKEN_AGE above it limits nothing a token lifetime would not.
+_MAX_TOKEN_AGE_LIMIT: Final = 366 * 86400
+
 #: The permission that `/api/private-scoped` requires.
 REQUIRED_PERMISSION: Final = "read:messages"
 
@@ -111,6 +118,19 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
         "131072",
         "proof ids remembered per pod (3.4 MiB): 384 unique proofs/s measured, one key an eighth.",
     ),
+    "AUTH0_MTLS": (
+        "allowed",
+        "check certificate-bound tokens (RFC 8705) and accept unbound ones, as Auth0's SDKs do "
+        "once mTLS is on; harmless without a proxy, since no token is bound then.",
+    ),
+    "AUTH0_MTLS_CERT_HEADER": (
+        "X-Client-Cert",
+        "the header the TLS-terminating proxy puts the client certificate in (nginx's usual name).",
+    ),
+    "AUTH0_STRICT_PROFILE": (
+        "0",
+        "Auth0 issues typ JWT without client_id/jti unless the API opts into RFC 9068: off by default.",
+    ),
     "CORS_ALLOWED_ORIGINS": (
         "*",
         "bearer tokens are not cookies, so any origin is safe by default; list origins to narrow.",
@@ -166,6 +186,10 @@ NO_DEFAULT: Final[dict[str, str]] = {
     "AUTH0_JWKS_URI": "the key set URL of a single issuer; unset, OIDC discovery finds it.",
     "PROMETHEUS_MULTIPROC_DIR": "metrics directory shared by workers; gunicorn.conf.py makes one when unset.",
     "AUTH0_DPOP_NONCE_SECRET": "DPoP nonce MAC key; unset, the gunicorn master draws one before forking.",
+    "AUTH0_ORGANIZATION": (
+        "Auth0 organization ids (org_...) or names, comma-separated: org_id or org_name must match."
+    ),
+    "AUTH0_MAX_TOKEN_AGE": "seconds: iat is required and may be at most this old (express's maxTokenAge).",
     "PUBLIC_URL": "the external URL clients call: DPoP htu and RFC 9728 resource_metadata.",
     "RESOURCE_NAME": "RFC 9728 resource_name of the metadata document.",
     "RESOURCE_DOCUMENTATION": "RFC 9728 resource_documentation URL of the metadata document.",
@@ -217,6 +241,10 @@ class Settings:
     public_url: str | None
     resource_name: str | None
     resource_documentation: str | None
+    #: The token's claim rules that Auth0's SDKs have (organizations, token age, RFC 9068 profile).
+    claim_rules: ClaimRules = field(default_factory=lambda: ClaimRules())
+    #: Certificate-bound tokens (RFC 8705 §3).
+    mtls: MtlsSettings = field(default_factory=lambda: MtlsSettings())
     #: Every trusted issuer, exactly as tokens must carry it in ``iss`` (``issuer`` first).
     issuers: tuple[str, ...] = ()
     #: Gateway mode: the policy file's path (None: no /auth/check) and the claim headers.
@@ -263,9 +291,81 @@ class Settings:
             metrics_port=metrics_port(env),
             version=reader.label("SERVICE_VERSION"),
             revision=reader.label("SERVICE_REVISION"),
+            claim_rules=_claim_rules(env, reader),
+            mtls=_mtls_settings(reader),
             **_dpop_settings(env, reader),
             **_gateway_settings(env),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRules:
+    """Claim rules applied to every token, as Auth0's SDKs offer them."""
+
+    #: AUTH0_ORGANIZATION entries starting ``org_``: exact ``org_id`` values.
+    organization_ids: frozenset[str] = frozenset()
+    #: The other entries, lower-cased: ``org_name`` values, compared case-insensitively.
+    organization_names: frozenset[str] = frozenset()
+    #: AUTH0_MAX_TOKEN_AGE: ``iat`` required and at most this many seconds old.
+    max_token_age: int | None = None
+    #: AUTH0_STRICT_PROFILE: RFC 9068 ``typ`` and required claims.
+    strict_profile: bool = False
+
+    @property
+    def organizations(self) -> bool:
+        """Whether AUTH0_ORGANIZATION restricts tokens to some organizations."""
+        return bool(self.organization_ids or self.organization_names)
+
+
+@dataclass(frozen=True, slots=True)
+class MtlsSettings:
+    """AUTH0_MTLS and the header carrying the client certificate."""
+
+    mode: str = "allowed"
+    cert_header: str = "X-Client-Cert"
+
+    @property
+    def environ_key(self) -> str:
+        """The WSGI environ key of the certificate header (PEP 3333: HTTP_ + upper, '-' to '_')."""
+        return "HTTP_" + self.cert_header.upper().replace("-", "_")
+
+
+def _claim_rules(env: Mapping[str, str], reader: _Reader) -> ClaimRules:
+    """AUTH0_ORGANIZATION, AUTH0_MAX_TOKEN_AGE and AUTH0_STRICT_PROFILE."""
+    organizations = _entries(env, "AUTH0_ORGANIZATION")
+    for entry in organizations:
+        if len(entry) > 256 or not entry.isprintable():
+            raise ConfigError(f"AUTH0_ORGANIZATION: {entry!r} must be at most 256 printable characters")
+    raw_age = env.get("AUTH0_MAX_TOKEN_AGE", "").strip()
+    max_age = None
+    if raw_age:
+        if not raw_age.isdigit() or not 1 <= int(raw_age) <= _MAX_TOKEN_AGE_LIMIT:
+            raise ConfigError(
+                f"AUTH0_MAX_TOKEN_AGE: {raw_age!r} must be whole seconds from 1 to {_MAX_TOKEN_AGE_LIMIT}"
+            )
+        max_age = int(raw_age)
+    # Auth0 documents org ids as "org_..." and names as lower-case: https://auth0.com/docs/manage-users/organizations/using-tokens
+    return ClaimRules(
+        organization_ids=frozenset(e for e in organizations if e.startswith("org_")),
+        organization_names=frozenset(e.lower() for e in organizations if not e.startswith("org_")),
+        max_token_age=max_age,
+        strict_profile=reader.flag("AUTH0_STRICT_PROFILE"),
+    )
+
+
+def _mtls_settings(reader: _Reader) -> MtlsSettings:
+    """AUTH0_MTLS and AUTH0_MTLS_CERT_HEADER."""
+    mode = reader.get("AUTH0_MTLS").lower()
+    if mode not in MTLS_MODES:
+        raise ConfigError(f"AUTH0_MTLS: {mode!r} must be one of {', '.join(MTLS_MODES)}")
+    header = reader.get("AUTH0_MTLS_CERT_HEADER")
+    if not _CERT_HEADER_NAME.fullmatch(header):
+        raise ConfigError(
+            f"AUTH0_MTLS_CERT_HEADER: {header!r} must be an HTTP field name (letters, digits, '-')"
+        )
+    if header.lower() in ("authorization", "dpop", "host", "cookie"):
+        raise ConfigError(f"AUTH0_MTLS_CERT_HEADER: {header!r} is not a certificate header")
+    return MtlsSettings(mode, header)
 
 
 def _dpop_settings(env: Mapping[str, str], reader: _Reader) -> dict[str, Any]:

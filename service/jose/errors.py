@@ -48,6 +48,8 @@ class AuthError(OAuth2Error):
     retry_after: int | None = None
     #: The scheme the client authenticated with ("bearer" or "dpop"), which carries ``error=``.
     scheme: str = "bearer"
+    #: Further challenge parameters after the description (RFC 9470 §3 ``acr_values``, ``max_age``).
+    params: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
         # Deliberately not OAuth2Error.__init__: it re-validates the description character by
@@ -97,11 +99,14 @@ class AuthError(OAuth2Error):
         if self.scope:
             params.append(f'scope="{self.scope}"')
         params.append(f'error_description="{self.get_error_description()}"')
+        params.extend(f'{name}="{value}"' for name, value in self.params)
         return params
 
     def response_parts(self, config: Challenges = BEARER_ONLY) -> tuple[int, bytes, Headers]:
         """Status, JSON body and headers, rendered once per distinct error."""
-        return _render(type(self), self.get_error_description(), self.scope, self.scheme, config)
+        return _render(
+            type(self), self.get_error_description(), self.scope, self.scheme, config, self.params
+        )
 
     def get_body(self) -> list[tuple[str, str]]:
         """The JSON members of the error body."""
@@ -166,6 +171,22 @@ def _scope_texts(scopes: tuple[str, ...]) -> tuple[str | None, str | None]:
     if " " in first:
         return f"The access token lacks the '{first}' permissions (all are required).", first
     return f"The access token lacks the '{first}' permission.", first
+
+
+class InsufficientUserAuthenticationError(AuthError):
+    """The user's authentication is too weak or too old for the route (RFC 9470 §3, status 401).
+
+    The challenge names what the route asks for (``acr_values``, ``max_age``), never what the
+    token carried.
+    """
+
+    error = "insufficient_user_authentication"
+    reason = "step_up"
+    description = "A stronger or more recent user authentication is required."
+
+    def __init__(self, params: tuple[tuple[str, str], ...]) -> None:
+        super().__init__()
+        self.params = params
 
 
 class InvalidDPoPProofError(AuthError):
@@ -244,13 +265,19 @@ class ReplayStoreUnavailableError(ReplayFullError):
 
 @lru_cache(maxsize=256)
 def _render(
-    cls: type[AuthError], description: str, scope: str | None, scheme: str, config: Challenges
+    cls: type[AuthError],
+    description: str,
+    scope: str | None,
+    scheme: str,
+    config: Challenges,
+    params: tuple[tuple[str, str], ...] = (),
 ) -> tuple[int, bytes, Headers]:
     """Render an error class, description and scope into response parts (cached: rejections are hot)."""
     error = AuthError.__new__(cls)
     AuthError.__init__(error, description)
     error.scope = scope
     error.scheme = scheme
+    error.params = params
     # Compact, with a trailing newline: the bytes Flask's jsonify gives every other answer.
     body = json.dumps(dict(error.get_body()), separators=(",", ":")) + "\n"
     headers: list[tuple[str, str]] = [("Content-Type", "application/json")]

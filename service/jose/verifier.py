@@ -14,6 +14,7 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
+from ..config import ClaimRules
 from ..config import Settings
 from ..config import key_type_for
 from .access_token import AccessToken
@@ -38,6 +39,10 @@ _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
 _HEADER_CACHE_SIZE = 256
 #: RFC 9068 §2.1 uses "at+jwt"; Auth0's default profile sends "JWT" (RFC 7519 §5.1).
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+#: RFC 9068 §2.1 alone (AUTH0_STRICT_PROFILE): Auth0 sends it only when the API opts in.
+_STRICT_TYP = frozenset({"at+jwt", "application/at+jwt"})
+#: RFC 9068 §2.2 claims beyond iss/exp/aud (always required here) that the strict profile requires.
+_STRICT_CLAIMS = ("client_id", "iat", "jti", "sub")
 
 
 def deny(reason: str, description: str) -> InvalidTokenError:
@@ -65,6 +70,7 @@ class TokenVerifier:
         #: Told hit (True) or miss (False) for every lookup in the verified-token cache.
         self._on_cache_lookup = on_cache_lookup or (lambda hit: None)
         self._algorithms = frozenset(settings.algorithms)
+        self._rules = settings.claim_rules
         self._signature_checks = {alg: signature_check(alg) for alg in settings.algorithms}
         self._cache = VerifiedTokenCache(settings.token_cache_size, settings.token_cache_bytes)
         self._cache_size = settings.token_cache_size
@@ -158,6 +164,8 @@ class TokenVerifier:
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP):
             raise deny("bad_typ", "The token type is not an access token.")
+        if self._rules.strict_profile and (not isinstance(typ, str) or typ.lower() not in _STRICT_TYP):
+            raise deny("strict_profile", "The token is not an RFC 9068 access token (typ at+jwt).")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise deny("bad_header", "The token has no key id.")
@@ -208,7 +216,29 @@ class TokenVerifier:
             isinstance(permissions, list) and all(isinstance(p, str) for p in permissions)
         ):
             raise deny("bad_claims", "The token's 'permissions' claim has the wrong type.")
-        return float(exp)
+        return self._check_rules(claims, float(exp), now)
+
+    def _check_rules(self, claims: dict[str, Any], exp: float, now: float) -> float:
+        """AUTH0_STRICT_PROFILE, AUTH0_ORGANIZATION, AUTH0_MAX_TOKEN_AGE; return the usable-until time.
+
+        With a maximum age the token stops being usable at ``iat + age``, which may come before
+        ``exp``: the verified-token cache and ``is_expired`` then see that earlier time.
+        """
+        rules = self._rules
+        # RFC 9068 §2.2: jti is a string like client_id and sub (their types are checked above).
+        if rules.strict_profile and (
+            any(name not in claims for name in _STRICT_CLAIMS) or not isinstance(claims["jti"], str)
+        ):
+            raise deny("strict_profile", "The token lacks claims RFC 9068 requires.")
+        if rules.organizations and not _in_organization(claims, rules):
+            raise deny("bad_organization", "The token is not for an organization this API accepts.")
+        if rules.max_token_age is not None:
+            iat = claims.get("iat")
+            # express-oauth2-jwt-bearer's maxTokenAge: iat > now - leeway - age.
+            if iat is None or now - self._settings.leeway - rules.max_token_age >= iat:
+                raise deny("token_too_old", "The token was issued too long ago.")
+            return min(exp, float(iat) + rules.max_token_age)
+        return exp
 
     def _key(self, jwks: JWKSCache, kid: str, alg: str) -> VerificationKey:
         """Find the verification key for ``kid`` at the token's issuer and check it fits ``alg``."""
@@ -222,6 +252,18 @@ class TokenVerifier:
         if key.kty != key_type_for(alg) or (key.alg is not None and key.alg != alg):
             raise deny("bad_alg", "The token's algorithm does not match its key.")
         return key
+
+
+def _in_organization(claims: dict[str, Any], rules: ClaimRules) -> bool:
+    """Auth0's organization check: ``org_id`` exactly, or ``org_name`` case-insensitively.
+
+    https://auth0.com/docs/manage-users/organizations/using-tokens
+    """
+    org_id = claims.get("org_id")
+    if isinstance(org_id, str) and org_id in rules.organization_ids:
+        return True
+    org_name = claims.get("org_name")
+    return isinstance(org_name, str) and org_name.lower() in rules.organization_names
 
 
 def verifier_for(

@@ -33,14 +33,15 @@ def init_app(app: Flask, settings: Settings) -> None:
     for cache in verifier.caches:  # every issuer's series exists from the first scrape
         metrics.track_issuer(cache.issuer)
     dpop_on = settings.dpop != "disabled"
+    mtls = {"mtls": settings.mtls.mode, "cert_environ_key": settings.mtls.environ_key}
     validators: dict[str, Auth0BearerTokenValidator] = {
-        "bearer": Auth0BearerTokenValidator(verifier, refuse_bound=dpop_on)
+        "bearer": Auth0BearerTokenValidator(verifier, refuse_bound=dpop_on, **mtls)
     }
     if dpop_on:
         # The replay store is shared by every worker when the gunicorn master made it pre-fork.
         store = replay_table.shared_table(settings)
         proofs = dpop.verifier_for(settings, store)
-        validators["dpop"] = DPoPTokenValidator(verifier, proofs, settings.public_url)
+        validators["dpop"] = DPoPTokenValidator(verifier, proofs, settings.public_url, **mtls)
         app.after_request(_send_nonce)
     app.extensions["auth_validators"] = validators
     app.extensions["auth_verifier"] = verifier

@@ -48,6 +48,7 @@ from ..jose.errors import InvalidRequestError
 from ..jose.errors import InvalidTokenError
 from ..jose.errors import MissingTokenError
 from ..jose.errors import UseDPoPNonceError
+from ..jose.step_up import StepUp
 from ..logs import get_logger
 from . import resource_metadata
 from .validators import Auth0BearerTokenValidator
@@ -80,23 +81,28 @@ class Protector(ResourceProtector):
         optional: bool = False,
         *,
         claims: ClaimsSpec | None = None,
+        acr_values: str | Sequence[str] | None = None,
+        max_age: int | None = None,
     ) -> Any:
         """Decorate a view: ``@require_auth()``, ``@require_auth("a b")``, ``@require_auth(["a b", "c"])``.
 
         ``optional=True`` runs the view without a token when none is sent (``current_token`` is
         None); a token that is sent must still be valid. ``claims`` adds checks on the verified
         claims: a mapping of claim name to the exact value (or a predicate on the value), or one
-        predicate over all claims; failing them is 401 ``invalid_token``.
+        predicate over all claims; failing them is 401 ``invalid_token``. ``acr_values`` and
+        ``max_age`` ask for step-up authentication (RFC 9470): failing them is 401
+        ``insufficient_user_authentication``.
         """
         if callable(scopes):  # bare ``@require_auth``, as Authlib allows
             return self()(scopes)
         required = required_scopes(scopes)
         check = compile_claims(claims)
+        step_up = route_step_up(acr_values, max_age)
 
         def decorator(view: View) -> View:
             @functools.wraps(view)
             def decorated(*args: Any, **kwargs: Any) -> Any:
-                refusal = self._authorize(required, optional, check)
+                refusal = self._authorize(required, optional, check, step_up)
                 if refusal is not None:
                     return refusal
                 return view(*args, **kwargs)
@@ -109,10 +115,17 @@ class Protector(ResourceProtector):
 
     @contextmanager
     def acquire(
-        self, scopes: str | Sequence[str] | None = None, *, claims: ClaimsSpec | None = None
+        self,
+        scopes: str | Sequence[str] | None = None,
+        *,
+        claims: ClaimsSpec | None = None,
+        acr_values: str | Sequence[str] | None = None,
+        max_age: int | None = None,
     ) -> Iterator[AccessToken]:
         """Authlib's ``with require_auth.acquire("scope") as token:`` form, decided and logged alike."""
-        refusal = self._authorize(required_scopes(scopes), False, compile_claims(claims))
+        refusal = self._authorize(
+            required_scopes(scopes), False, compile_claims(claims), route_step_up(acr_values, max_age)
+        )
         if refusal is not None:
             abort(refusal)
         yield g.authlib_server_oauth2_token
@@ -204,7 +217,11 @@ class Protector(ResourceProtector):
         return token
 
     def _authorize(
-        self, scopes: list[str] | None, optional: bool, claims: ClaimCheck | None
+        self,
+        scopes: list[str] | None,
+        optional: bool,
+        claims: ClaimCheck | None,
+        step_up: StepUp | None = None,
     ) -> Response | None:
         """Authorize the current request: None to run the view, else the refusal to send."""
         started = time.perf_counter()
@@ -216,6 +233,7 @@ class Protector(ResourceProtector):
             scopes=scopes,
             optional=optional,
             claims=claims,
+            step_up=step_up,
             started=started,
         )
         return outcome if isinstance(outcome, Response) else None
@@ -229,12 +247,15 @@ class Protector(ResourceProtector):
         optional: bool,
         claims: ClaimCheck | None,
         started: float,
+        step_up: StepUp | None = None,
     ) -> Response | AccessToken | None:
         """One decision, recorded under ``route``: the refusal to send, or the verified token
         (None when an optional rule saw no token). Own routes and /auth/check both come here."""
         challenges = bearer_request.schemes.challenges
         try:
-            token = self.acquire_token(scopes, bearer_request=bearer_request, claims=claims)
+            token = self.acquire_token(
+                scopes, bearer_request=bearer_request, claims=claims, step_up=step_up
+            )
         except MissingTokenError as error:
             if optional and not (bearer_request.environ.get("HTTP_AUTHORIZATION") or "").strip():
                 record_decision(route, "allow", "anonymous", started, None)
@@ -252,6 +273,14 @@ class Protector(ResourceProtector):
             return error_response(InvalidTokenError(reason="error"), challenges)
         record_decision(route, "allow", "ok", started, token)
         return token
+
+
+def route_step_up(acr_values: str | Sequence[str] | None, max_age: int | None) -> StepUp | None:
+    """A route's step-up options (RFC 9470), refused when the route is declared if malformed."""
+    try:
+        return StepUp.from_options(acr_values, max_age)
+    except ValueError as error:
+        raise ValueError(f"require_auth: {error}") from None
 
 
 def required_scopes(scopes: str | Sequence[str] | None) -> list[str] | None:

@@ -67,6 +67,8 @@ def document(settings: Settings, scopes: Iterable[str]) -> dict[str, Any]:
     if settings.dpop != "disabled":
         doc["dpop_signing_alg_values_supported"] = list(settings.dpop_algorithms)
     doc["dpop_bound_access_tokens_required"] = settings.dpop == "required"
+    if settings.mtls.mode != "disabled":
+        doc["tls_client_certificate_bound_access_tokens"] = True  # RFC 9728 §2
     if settings.resource_name:
         doc["resource_name"] = settings.resource_name
     if settings.resource_documentation:

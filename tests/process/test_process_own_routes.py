@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
 
+from dev_issuer.client import mint_token
 from tests.support.helpers import eventually
 from tests.support.issuer import LocalIssuer
 from tests.support.procs import Server
@@ -64,6 +66,35 @@ def test_every_form_answers_logs_once_and_counts_under_the_url_rule(
         assert got >= count, (route, outcome, reason, got)
     routes = {labels.get("route") for name, labels, _ in samples if name == "auth_decisions_total"}
     assert not any(route and route[-1].isdigit() for route in routes), routes
+
+
+def test_step_up_round_trip_with_dev_issuer_tokens(server: Server, module_issuer: LocalIssuer) -> None:
+    """The guide's refund route: a weak or old login gets the RFC 9470 challenge, a fresh MFA one 200."""
+    refund = "/api/orders/7/refund"
+
+    def token(acr: str, seconds_ago: int) -> str:
+        claims = {"acr": acr, "auth_time": int(time.time()) - seconds_ago}
+        answer = mint_token(module_issuer.url, audience=module_issuer.audience, scope="write:orders",
+                            claims=claims)
+        return str(answer["access_token"])
+
+    weak = http_get(server.port, refund, token=token("urn:example:pwd", 60), method="POST")
+    assert weak.status == 401
+    assert weak.header("WWW-Authenticate") == (
+        'Bearer realm="api", error="insufficient_user_authentication", error_description='
+        '"A stronger or more recent user authentication is required.", acr_values="urn:example:mfa", '
+        'DPoP algs="ES256"'
+    )
+    old = http_get(server.port, refund, token=token("urn:example:mfa", 3600), method="POST")
+    assert old.status == 401 and 'max_age="300"' in old.header("WWW-Authenticate")
+    assert "acr_values" not in old.header("WWW-Authenticate")
+    fresh = http_get(server.port, refund, token=token("urn:example:mfa", 5), method="POST")
+    assert (fresh.status, fresh.json()) == (200, {"refunded": 7})
+    route = "/api/orders/<int:order_id>/refund"
+    assert eventually(
+        lambda: _decision_lines(server)[(route, "deny", "step_up")] == 2, timeout=10
+    ), _decision_lines(server)
+    assert metric_sum(server.metrics(), "auth_decisions_total", route=route, reason="step_up") == 2
 
 
 def test_decision_lines_name_the_subject_and_never_the_token(

@@ -39,6 +39,13 @@ def delete_order(order_id: int):
     return jsonify(deleted=order_id)
 
 
+@orders.post("/<int:order_id>/refund")
+@require_auth("write:orders", acr_values=["urn:example:mfa"], max_age=300)
+def refund_order(order_id: int):
+    """Refund: write:orders, and a multi-factor login within the last 5 minutes (RFC 9470)."""
+    return jsonify(refunded=order_id)
+
+
 @orders.get("/feed")
 @require_auth(optional=True)
 def feed():

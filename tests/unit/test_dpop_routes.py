@@ -204,6 +204,7 @@ def test_the_protected_resource_metadata_document(module_issuer: LocalIssuer) ->
         "bearer_methods_supported": ["header"],
         "dpop_signing_alg_values_supported": ["ES256"],
         "dpop_bound_access_tokens_required": False,
+        "tls_client_certificate_bound_access_tokens": True,
         "resource_name": "Messages API",
     }
 
