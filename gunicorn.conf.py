@@ -168,7 +168,7 @@ def post_worker_init(worker):
     """
     from service.auth import start_key_fetch
 
-    start_key_fetch(worker.wsgi)
+    start_key_fetch(worker.wsgi, worker.cfg.threads)
 
 
 def child_exit(server, worker):

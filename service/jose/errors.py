@@ -263,6 +263,19 @@ class ReplayStoreUnavailableError(ReplayFullError):
     reason = "replay_store_unavailable"
 
 
+class KeysPendingError(KeysUnavailableError):
+    """An unknown kid while the fetch that could publish it is out of reach: no answer yet.
+
+    The issuer is failing, or the fetch in flight ended without success or could not be waited
+    for. A 401 would make the client throw away a token that may be good, so it is asked to
+    retry in a second instead.
+    """
+
+    reason = "keys_pending"
+    description = "The token's signing key is being looked up; retry shortly."
+    retry_after = 1
+
+
 @lru_cache(maxsize=256)
 def _render(
     cls: type[AuthError],

@@ -5,10 +5,12 @@ The timing guarantees are stated for users in docs/jwks-cache.md; this is how th
   the app factory, and again in a forked child). It fetches at once, then a tenth of the TTL (at
   most 30 s) before the set expires; after a failed fetch, every ``jwks_retry`` seconds until one
   succeeds. Only the refresher fetches, so fetches are single-flight by construction;
-- requests read the current set and never wait for a fetch while a usable set is held, except
-  the one unknown-kid request the cooldown allows while the issuer is healthy (bounded by the
-  HTTP timeout). With no usable set they wait for a fetch (bounded by the fetch budget) unless
-  the issuer is already known to be failing;
+- requests read the current set; a known kid never waits while a usable set is held. An
+  unknown kid of a healthy issuer joins the fetch in flight, or asks for the one the cooldown
+  allows, and is answered from its result; at most the worker's ``WaitSeats`` wait (each for at
+  most the HTTP timeout). When the answer cannot be known (issuer failing, no seat, the fetch
+  failed or outlasted the wait) it is ``KeyPending``, never "unknown". With no usable set they
+  wait for a fetch (bounded by the fetch budget) unless the issuer is known to be failing;
 - a failed fetch keeps the last good set until ``jwks_max_stale`` seconds past its expiry (the
   max-stale of RFC 9111 §5.2.1.2), then drops it.
 """
@@ -29,6 +31,7 @@ from . import jwks_fetch
 from .jwks_fetch import FetchError
 from .jwks_parse import VerificationKey
 from .jwks_parse import parse_jwks
+from .wait_seats import WaitSeats
 
 #: The refresh starts this share of the TTL (at most _REFRESH_LEAD_MAX s) before expiry, so a
 #: healthy issuer's answer replaces the set before it goes stale.
@@ -69,6 +72,18 @@ class KeySet:
     usable_until: float
 
 
+class KeyPending(Exception):
+    """Whether a kid is published cannot be told yet: a fetch it could not wait for may bring it."""
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One fetch in flight or asked for: ``done`` is set when it ends, ``ok`` says it succeeded."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+
+
 @dataclass(slots=True)
 class _State:
     """One process's cache state; fields are guarded by ``lock``."""
@@ -83,8 +98,8 @@ class _State:
     #: A request asked the refresher for a fetch now.
     fetch_now: bool = False
     last_kid_refresh: float = float("-inf")
-    #: Set when the fetch in flight (or asked for) ends; None when there is none.
-    inflight: threading.Event | None = None
+    #: The fetch in flight (or asked for); None when there is none.
+    inflight: _Flight | None = None
     #: Wakes the refresher to look at the state again.
     wake: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -115,8 +130,11 @@ class JWKSCache:
         *,
         issuer: str | None = None,
         on_fetch: Callable[[FetchEvent], None] | None = None,
+        seats: WaitSeats | None = None,
     ) -> None:
         self._settings = settings
+        #: How many of this worker's requests may wait for fetches at once (shared by its caches).
+        self._seats = seats if seats is not None else WaitSeats(1)
         #: The issuer whose keys this cache holds (one cache per trusted issuer).
         self.issuer = issuer if issuer is not None else settings.issuer
         self._on_fetch = on_fetch or (lambda event: None)
@@ -132,6 +150,11 @@ class JWKSCache:
     def start(self) -> None:
         """Start this process's background refresher (idempotent); its first fetch begins now."""
         self._current()
+
+    @property
+    def seats(self) -> WaitSeats:
+        """The seats of requests waiting for a fetch to learn an unknown kid (the worker's)."""
+        return self._seats
 
     @property
     def keyset(self) -> KeySet | None:
@@ -170,17 +193,26 @@ class JWKSCache:
     def get(self, kid: str) -> VerificationKey | None:
         """Return the key for ``kid``, waiting for a fetch only as the rules allow.
 
-        None means an unknown kid. Raises ``FetchError`` when no usable key set is held.
+        None means the kid is unknown. Raises ``FetchError`` when no usable key set is held, and
+        ``KeyPending`` when whether the kid is published cannot be told yet.
         """
         state = self._current()
         now = time.monotonic()
         keyset = _usable(state, now) or self._load(state)
         key = keyset.keys.get(kid)
-        if key is not None or not self._claim_kid_refresh(state, keyset, now):
+        if key is not None:
             return key
-        self._await_fetch(state, self._kid_wait)
+        flight = self._flight_for_unknown_kid(state, keyset, now)
+        if flight is None:
+            return None
+        try:
+            ended = flight.done.wait(self._kid_wait)
+        finally:
+            self._seats.give_back()
         refreshed = _usable(state, time.monotonic())
-        return refreshed.keys.get(kid) if refreshed is not None else None
+        if not (ended and flight.ok) or refreshed is None:
+            raise KeyPending("the fetch that could publish this kid has not succeeded")
+        return refreshed.keys.get(kid)
 
     # -- waiting on the refresher -----------------------------------------------------------
 
@@ -193,32 +225,38 @@ class JWKSCache:
             raise FetchError(state.last_error or "no key set yet")
         return keyset
 
-    def _claim_kid_refresh(self, state: _State, keyset: KeySet, now: float) -> bool:
-        """Whether this unknown-kid request is the one refresh allowed now; claims it if so.
+    def _flight_for_unknown_kid(self, state: _State, keyset: KeySet, now: float) -> _Flight | None:
+        """The fetch an unknown kid waits for, a seat taken for it; None when it is unknown now.
 
-        At most one per cooldown, counted from the last successful fetch of any kind (as jose's
-        cooldownDuration), never while a fetch is in flight or the issuer is failing: everyone
-        else gets their answer from the set already held, at once.
+        It joins the fetch in flight of a healthy issuer (routine, or asked for by another
+        request), else asks for one when the cooldown allows: at most one per cooldown, counted
+        from the last successful fetch of any kind (as jose's cooldownDuration). While the issuer
+        is failing, or with every seat taken, the answer is not known: ``KeyPending``, no 401.
         """
         with state.lock:
-            allowed = (
-                not state.failing
-                and state.inflight is None
-                and not _cooling_down(state, keyset, now, self._settings.jwks_cooldown)
-            )
-            if allowed:
+            if state.failing:
+                raise KeyPending("the issuer's last fetch failed")
+            flight = state.inflight
+            if flight is None and _cooling_down(state, keyset, now, self._settings.jwks_cooldown):
+                return None
+            if not self._seats.take():
+                raise KeyPending("every waiting seat of this worker is taken")
+            if flight is None:
+                flight = state.inflight = _Flight()
+                state.fetch_now = True
                 state.last_kid_refresh = now
-        return allowed
+        state.wake.set()
+        return flight
 
     def _await_fetch(self, state: _State, timeout: float) -> None:
         """Join the fetch in flight, or ask the refresher for one, and wait up to ``timeout``."""
         with state.lock:
-            event = state.inflight
-            if event is None:
-                event = state.inflight = threading.Event()
+            flight = state.inflight
+            if flight is None:
+                flight = state.inflight = _Flight()
                 state.fetch_now = True
         state.wake.set()
-        event.wait(timeout)
+        flight.done.wait(timeout)
 
     # -- the refresher ---------------------------------------------------------------------
 
@@ -254,12 +292,13 @@ class JWKSCache:
                 return min(state.next_fetch - now, _MAX_SLEEP)
             state.fetch_now = False
             if state.inflight is None:
-                state.inflight = threading.Event()
+                state.inflight = _Flight()
             return 0.0
 
     def _fetch_into(self, state: _State) -> None:
         """Fetch the key set and publish it; on failure keep the last good one. Then report."""
         started = time.monotonic()
+        ok = False
         try:
             keys, ttl = self._fetch(state)
         except Exception as exc:  # any failure is a failed fetch, never a crash
@@ -285,6 +324,7 @@ class JWKSCache:
                 # The refresher fetches again a little before the set goes stale.
                 state.next_fetch = fresh_until - min(ttl * _REFRESH_LEAD, _REFRESH_LEAD_MAX)
             event = FetchEvent(self.issuer, "success", None, now - started, len(keys))
+            ok = True
         try:
             self._on_fetch(event)
         except Exception:
@@ -292,9 +332,10 @@ class JWKSCache:
             log.exception("jwks_on_fetch_failed")
         finally:
             with state.lock:
-                done, state.inflight = state.inflight, None
-            if done is not None:
-                done.set()
+                flight, state.inflight = state.inflight, None
+            if flight is not None:
+                flight.ok = ok
+                flight.done.set()
 
     # -- fetching --------------------------------------------------------------------------
 

@@ -22,9 +22,11 @@ from .access_token import CompactToken
 from .access_token import VerifiedTokenCache
 from .access_token import permissions_of
 from .errors import InvalidTokenError
+from .errors import KeysPendingError
 from .errors import KeysUnavailableError
 from .jwks_cache import FetchEvent
 from .jwks_cache import JWKSCache
+from .jwks_cache import KeyPending
 from .jwks_fetch import FetchError
 from .jwks_parse import VerificationKey
 from .primitives import HeaderCache
@@ -32,6 +34,7 @@ from .primitives import b64decode
 from .primitives import decode_json
 from .primitives import is_numeric_date
 from .signatures import signature_check
+from .wait_seats import WaitSeats
 
 #: RFC 8725 §3.5 / RFC 7515 §4.1.2-6: keys named by the token itself are never trusted.
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
@@ -246,6 +249,8 @@ class TokenVerifier:
             key = jwks.get(kid)
         except FetchError:
             raise KeysUnavailableError() from None
+        except KeyPending:
+            raise KeysPendingError() from None
         if key is None:
             raise deny("unknown_kid", "The token was signed with an unknown key.")
         # RFC 8725 §3.1: the key type and the JWK's own alg must agree with the token's alg.
@@ -271,7 +276,11 @@ def verifier_for(
     on_fetch: Callable[[FetchEvent], None],
     on_cache_lookup: Callable[[bool], None] | None = None,
 ) -> TokenVerifier:
-    """Build a verifier with its own process-level JWKS cache per trusted issuer."""
+    """Build a verifier with its own process-level JWKS cache per trusted issuer.
+
+    The caches share one set of waiting seats: the bound on waiting requests is the worker's.
+    """
     issuers = settings.issuers or (settings.issuer,)
-    caches = [JWKSCache(settings, issuer=issuer, on_fetch=on_fetch) for issuer in issuers]
+    seats = WaitSeats(1)
+    caches = [JWKSCache(settings, issuer=issuer, on_fetch=on_fetch, seats=seats) for issuer in issuers]
     return TokenVerifier(settings, caches, on_cache_lookup)

@@ -65,10 +65,15 @@ def jwks_caches(app: Flask) -> list[JWKSCache]:
     return list(app.extensions["auth_verifier"].caches)
 
 
-def start_key_fetch(app: Any) -> None:
-    """Start every JWKS cache's background refresher in this process: call it after fork."""
+def start_key_fetch(app: Any, threads: int | None = None) -> None:
+    """Start every JWKS cache's background refresher in this process: call it after fork.
+
+    ``threads`` is the worker's thread count: half of them may wait for fetches at once.
+    """
     if isinstance(app, Flask):
         for cache in jwks_caches(app):
+            if threads is not None:
+                cache.seats.fit(threads)
             cache.start()
 
 

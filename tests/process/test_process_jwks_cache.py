@@ -119,8 +119,8 @@ class TestSteadyState:
 def test_rotation_is_accepted_without_restart(issuer: LocalIssuer, gunicorn: ServerFactory) -> None:
     """A newly published key works once the cooldown allows a refresh; the old one still works.
 
-    Only the request that claims a worker's refresh waits for it; one arriving while it is in
-    flight gets its 401 at once, so requests are sent one at a time until every worker has it.
+    Requests are sent one at a time until every worker has refreshed (concurrent requests during
+    one refresh: tests/process/test_process_jwks_rotation.py).
     """
     server = gunicorn(issuer, workers=WORKERS, env={"AUTH0_JWKS_COOLDOWN": "1"})
     warm(server, issuer, WORKERS)

@@ -44,6 +44,7 @@ def test_descriptions_use_only_rfc6749_error_characters(description: str) -> Non
         (errors.InvalidTokenError, 401, 'Bearer realm="api", error="invalid_token"', None),
         (errors.InsufficientScopeError, 403, 'Bearer realm="api", error="insufficient_scope"', None),
         (errors.KeysUnavailableError, 503, None, "5"),
+        (errors.KeysPendingError, 503, None, "1"),
     ],
 )
 def test_each_error_renders_status_body_and_headers(cls, status, challenge, retry_after) -> None:
