@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.material import prepare
+from bench.runner import ALL_TARGETS
 from bench.runner import BENCH
 from bench.runner import SCENARIO_BY_NAME
 from bench.runner import VENV_BIN
@@ -62,7 +63,7 @@ def summarize(collapsed: list[Path], top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Start the target, drive one scenario with wrk while py-spy samples every worker."""
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("--target", default="ours", choices=("ours", "quickstart"))
+    parser.add_argument("--target", default="ours", choices=[t for t in ALL_TARGETS if t != "node"])
     parser.add_argument("--scenario", default="private_hot", choices=sorted(SCENARIO_BY_NAME))
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")

@@ -1,4 +1,5 @@
-"""Run the side-by-side HTTP benchmark: ours vs the Flask quickstart vs Auth0's Node middleware.
+"""Run the side-by-side HTTP benchmark: ours vs the Flask quickstarts, Auth0's Node middleware, the
+stock gthread worker and a bare gunicorn hello.
 
 Usage (from the repo root; `bench/run` installs wrk and the node deps first):
     python -m bench.runner [--duration 10] [--runs 3] [--connections 16] [--quick] ...
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -42,7 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LUA = BENCH / "wrk" / "bench.lua"
 VENV_BIN = Path(sys.executable).parent
-ALL_TARGETS = ("ours", "quickstart", "node")
+ALL_TARGETS = ("ours", "ours_gthread", "quickstart_docs", "quickstart", "hello", "node")
+DEFAULT_TARGETS = ("ours", "ours_gthread", "quickstart_docs", "quickstart", "hello")
+#: Targets that serve only some scenarios (the hello answers every path with 200).
+ONLY_SCENARIOS = {"hello": frozenset({"public"})}
 
 
 @dataclass(frozen=True)
@@ -73,31 +78,19 @@ RATIOS = (
     ("ours cold private / ours public", "ours", "private_cold", "ours", "public", ">= 0.70"),
     ("ours bad-signature / ours public", "ours", "bad_signature", "ours", "public", ">= 0.85"),
     ("ours unknown-kid / ours public", "ours", "unknown_kid", "ours", "public", ">= 0.85"),
-    (
-        "ours hot private / quickstart hot private",
-        "ours",
-        "private_hot",
-        "quickstart",
-        "private_hot",
-        ">= 1.5",
-    ),
-    (
-        "ours cold private / quickstart cold private",
-        "ours",
-        "private_cold",
-        "quickstart",
-        "private_cold",
-        ">= 1.5",
-    ),
+    # The hardened worker against gunicorn's stock gthread worker, same app and settings.
+    ("ours public / ours -k gthread public", "ours", "public", "ours_gthread", "public", ">= 0.95"),
+    ("ours hot private / ours -k gthread hot private", "ours", "private_hot", "ours_gthread",
+     "private_hot", ">= 0.95"),
+    ("ours hot private / bare gunicorn hello", "ours", "private_hot", "hello", "public", ">= 0.5"),
+    ("ours hot private / docs quickstart hot private", "ours", "private_hot", "quickstart_docs",
+     "private_hot", ">= 1.3"),
+    ("ours hot private / quickstart hot private", "ours", "private_hot", "quickstart", "private_hot",
+     ">= 1.3"),
+    ("ours cold private / quickstart cold private", "ours", "private_cold", "quickstart",
+     "private_cold", ">= 1.5"),
     ("ours hot private / node hot private", "ours", "private_hot", "node", "private_hot", ">= 1.0"),
-    (
-        "ours cold private / node cold private",
-        "ours",
-        "private_cold",
-        "node",
-        "private_cold",
-        ">= 1.0",
-    ),
+    ("ours cold private / node cold private", "ours", "private_cold", "node", "private_cold", ">= 1.0"),
     ("quickstart private / quickstart public", "quickstart", "private_hot", "quickstart", "public", ""),
     ("node private / quickstart private", "node", "private_hot", "quickstart", "private_hot", ""),
 )
@@ -116,6 +109,11 @@ class Target:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     workers: list[int] = field(default_factory=list)
+
+    def serves(self, scenario: Scenario) -> bool:
+        """Whether this target is measured on a scenario."""
+        only = ONLY_SCENARIOS.get(self.name)
+        return only is None or scenario.name in only
 
     @property
     def base(self) -> str:
@@ -157,6 +155,31 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def http_parser() -> str:
+    """The gunicorn HTTP parser every gunicorn target gets: the C one where it is installed."""
+    return "fast" if importlib.util.find_spec("gunicorn_h1c") is not None else "python"
+
+
+def _gthread(args: argparse.Namespace, port: int) -> list[str]:
+    """gunicorn flags the stock targets share: gthread, workers, threads, loopback, one parser."""
+    command = [
+        str(VENV_BIN / "gunicorn"),
+        "--workers",
+        str(args.workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(args.threads),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--http-parser",
+        http_parser(),
+    ]
+    if Path("/dev/shm").is_dir():
+        command += ["--worker-tmp-dir", "/dev/shm"]
+    return command
+
+
 def build_targets(args: argparse.Namespace, issuer: str, logdir: Path) -> list[Target]:
     """Describe the selected targets (not started yet)."""
     jwks = f"{issuer}.well-known/jwks.json"
@@ -164,13 +187,13 @@ def build_targets(args: argparse.Namespace, issuer: str, logdir: Path) -> list[T
     for name in args.targets:
         port = free_port()
         log_path = logdir / f"{name}.log"
-        if name == "ours":
+        if name in ("ours", "ours_gthread"):
             multiproc = Path(tempfile.mkdtemp(prefix="bench-prom-"))
             env = {
                 "AUTH0_ISSUER": issuer,
                 "AUTH0_AUDIENCE": AUDIENCE,
                 # Same issuer and key set; the tag only lets the bench issuer count our fetches.
-                "AUTH0_JWKS_URI": f"{jwks}?client=ours",
+                "AUTH0_JWKS_URI": f"{jwks}?client={name}",
                 "WEB_CONCURRENCY": str(args.workers),
                 "GUNICORN_THREADS": str(args.threads),
                 "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
@@ -184,23 +207,19 @@ def build_targets(args: argparse.Namespace, issuer: str, logdir: Path) -> list[T
                 "gunicorn.conf.py",
                 "--bind",
                 f"127.0.0.1:{port}",
+                "--http-parser",
+                http_parser(),
             ]
-            targets.append(Target(name, command, ROOT, clean_env(env), "ours", port, log_path))
-        elif name == "quickstart":
-            command = [
-                str(VENV_BIN / "gunicorn"),
-                "--workers",
-                str(args.workers),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(args.threads),
-                "--bind",
-                f"127.0.0.1:{port}",
-            ]
-            if Path("/dev/shm").is_dir():
-                command += ["--worker-tmp-dir", "/dev/shm"]
-            command.append("server:APP")
+            if name == "ours_gthread":
+                # The same app, settings and hooks on gunicorn's stock worker: what ours' costs.
+                command += ["--worker-class", "gthread"]
+            targets.append(Target(name, command, ROOT, clean_env(env), name, port, log_path))
+        elif name == "hello":
+            command = [*_gthread(args, port), "hello:app"]
+            targets.append(Target(name, command, BENCH / "hello", clean_env({}), "untagged", port, log_path))
+        elif name in ("quickstart", "quickstart_docs"):
+            module = "server:APP" if name == "quickstart" else "server_docs:APP"
+            command = [*_gthread(args, port), module]
             env = {"AUTH0_ISSUER": issuer, "API_IDENTIFIER": AUDIENCE}
             # cwd is the quickstart folder, so gunicorn never picks up our ./gunicorn.conf.py.
             targets.append(
@@ -379,7 +398,7 @@ def run_wrk(
 def precheck(target: Target, material: Material) -> dict[str, int]:
     """Send one request per scenario and return the statuses (checked against expectations)."""
     statuses = {}
-    for scenario in SCENARIOS:
+    for scenario in filter(target.serves, SCENARIOS):
         token = material.first(scenario.tokens) if scenario.tokens else None
         statuses[scenario.name] = http_status(target.base + scenario.path, token)
     return statuses
@@ -631,7 +650,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"`{report['command']}` — {cfg['runs']} run(s) × {cfg['duration']} s per scenario and "
         f"target, wrk -t{cfg['wrk_threads']} -c{cfg['connections']}, {cfg['workers']} workers "
-        f"(gunicorn gthread × {cfg['threads']} threads; node cluster), {cfg['tokens']} distinct "
+        f"(gunicorn gthread × {cfg['threads']} threads, {cfg.get('http_parser', '?')} HTTP parser "
+        f"for every gunicorn target; node cluster), {cfg['tokens']} distinct "
         "tokens per list. Medians over runs.",
         "",
         f"Machine: {report['machine']['cpu']} ({report['machine']['cores']} cores), "
@@ -709,7 +729,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="gunicorn gthread threads (4)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target and run (2)")
     parser.add_argument("--tokens", type=int, default=60000, help="distinct tokens per list (60000)")
-    parser.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma list (ours,quickstart,node)")
+    parser.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma list from {','.join(ALL_TARGETS)} ({','.join(DEFAULT_TARGETS)})",
+    )
     parser.add_argument(
         "--scenarios", default=",".join(s.name for s in SCENARIOS), help="comma list (all seven)"
     )
@@ -789,6 +813,8 @@ def warm_up(bench: Bench, target: Target, run: int, collected: Collected) -> Non
         collected.prechecks[target.name] = statuses
     # Warm-up: load the JWKS in every worker and let the interpreters settle.
     for name in ("public", "private_hot"):
+        if not target.serves(SCENARIO_BY_NAME[name]):
+            continue
         run_wrk(bench.args, target, SCENARIO_BY_NAME[name], bench.material, bench.args.warmup)
 
 
@@ -839,7 +865,7 @@ def measure_scenarios(bench: Bench, run: int, targets: list[Target], collected: 
     for index, scenario in enumerate(bench.args.scenarios):
         shift = (run + index) % len(targets)
         for target in targets[shift:] + targets[:shift]:
-            if target.name in dead:
+            if target.name in dead or not target.serves(scenario):
                 continue
             try:
                 sample = measure(
@@ -863,7 +889,7 @@ def retire(bench: Bench, run: int, target: Target, collected: Collected) -> None
         shutil.move(target.log_path, kept)
     else:
         target.log_path.unlink()
-    if target.name == "ours":
+    if target.name in ("ours", "ours_gthread"):
         shutil.rmtree(target.env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
@@ -919,6 +945,7 @@ def build_report(
             "targets": [t for t in args.targets],
             "scenarios": [s.name for s in args.scenarios],
             "ours_env": args.ours_env,
+            "http_parser": "gunicorn_h1c" if http_parser() == "fast" else "python",
         },
         "machine": machine_info(),
         "ours_code_per_run": collected.fingerprints,
