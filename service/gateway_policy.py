@@ -23,6 +23,7 @@ from werkzeug.routing import Rule as UrlRule
 from .config import ConfigError
 from .config import Settings
 from .jose.claims import is_scope_list
+from .jose.step_up import StepUp
 
 #: RFC 9110 §9 methods plus PATCH (RFC 5789): the methods a rule may name.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
@@ -33,7 +34,9 @@ UNMATCHED = "unmatched"
 MAX_POLICY_BYTES = 1 << 20
 MAX_RULES = 1000
 
-_KEYS = frozenset({"name", "path", "methods", "host", "scopes", "claims", "optional", "dpop"})
+_KEYS = frozenset(
+    {"name", "path", "methods", "host", "scopes", "claims", "optional", "dpop", "acr_values", "max_age"}
+)
 #: A rule name is a log field and a metric label: printable, short.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 #: RFC 3986 reg-name or IPv4 (lower case, no port), or a bracketed IPv6 literal.
@@ -64,6 +67,8 @@ class Rule:
     optional: bool = False
     #: required | allowed | disabled; None = AUTH0_DPOP.
     dpop: str | None = None
+    #: RFC 9470 step-up: ``acr_values`` / ``max_age`` as require_auth takes them; None = none.
+    step_up: StepUp | None = None
 
 
 class Policy:
@@ -193,6 +198,7 @@ def _parse_rule(number: int, entry: Any, default_dpop: str) -> Rule:
         claims=_claims(entry.get("claims"), fault),
         optional=_flag(entry.get("optional", False), "optional", fault),
         dpop=_dpop(entry.get("dpop"), default_dpop, fault),
+        step_up=_step_up(entry.get("acr_values"), entry.get("max_age"), fault),
     )
     _check_pattern(rule)
     return rule
@@ -248,6 +254,14 @@ def _claims(value: Any, fault: _Fault) -> tuple[tuple[str, Any], ...]:
         if not isinstance(claim, str) or not claim:
             raise fault("claim names must be non-empty strings")
     return tuple(value.items())
+
+
+def _step_up(acr_values: Any, max_age: Any, fault: _Fault) -> StepUp | None:
+    """The rule's step-up requirement, validated exactly as require_auth validates it."""
+    try:
+        return StepUp.from_options(acr_values, max_age)
+    except ValueError as error:
+        raise fault(str(error)) from None
 
 
 def _flag(value: Any, key: str, fault: _Fault) -> bool:

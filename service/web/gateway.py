@@ -89,6 +89,7 @@ def check(rest: str | None = None) -> Response:
         scopes=compiled.scopes,
         optional=rule.optional,
         claims=compiled.claims,
+        step_up=rule.step_up,
         started=started,
     )
     if isinstance(outcome, Response):

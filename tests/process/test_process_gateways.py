@@ -13,6 +13,7 @@ import pytest
 from joserfc.jwk import ECKey
 
 from dev_issuer.client import make_proof
+from tests.support import certs
 from tests.support.caddy import Caddy
 from tests.support.gateway_process import GatewayProcess
 from tests.support.issuer import LocalIssuer
@@ -172,6 +173,19 @@ def test_a_client_sent_identity_header_never_reaches_the_upstream(
         assert not set(IDENTITY) & set(seen), seen
     assert "admin" not in {seen.get(name) for name in IDENTITY}
     assert not any("{" in str(value) for value in seen.values()), seen
+
+
+def test_a_client_sent_certificate_header_never_reaches_the_decision(
+    gateway: GatewayProcess, module_issuer: LocalIssuer
+) -> None:
+    """A stolen certificate-bound token plus its (public) certificate in X-Client-Cert: the shipped
+    configs drop the header (no TLS here, so no certificate), and the decision refuses."""
+    client = certs.issue(certs.make_ca(), "client")
+    token = module_issuer.mint({"cnf": {"x5t#S256": client.thumbprint}})
+    forged = {"X-Client-Cert": certs.nginx_escaped(client)}
+    resp = through(gateway, "/api/catalog/shoes", token=token, headers=forged)
+    assert resp.status == 401, resp.body
+    assert "x-client-cert" not in echoed_headers(through(gateway, "/api/catalog/x", headers=forged).body)
 
 
 def test_dpop_proof_for_the_gateways_url_passes_and_for_the_services_url_fails(

@@ -1,5 +1,7 @@
 """Certificate-bound tokens end to end: Debian's nginx ends TLS on loopback and forwards the client
-certificate to real gunicorn with the shipped config (deploy/mtls/default.conf.template).
+certificate to real gunicorn with the shipped configs: own routes behind
+deploy/mtls/default.conf.template, and gateway mode (/auth/check) behind
+deploy/gateway/nginx/default.conf.template in front of the sample echo upstream.
 
 Every certificate is made here at run time with cryptography; nginx asks for one with
 ``ssl_verify_client optional_no_ca`` and overwrites ``X-Client-Cert`` on every request.
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +28,23 @@ from tests.support.procs import ServerFactory
 from tests.support.procs import metric_sum
 from tests.support.procs import run_to_exit
 from tests.support.procs import service_env
+from tests.support.upstream import EchoUpstream
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "deploy" / "mtls" / "default.conf.template"
+GATEWAY_TEMPLATE = REPO / "deploy" / "gateway" / "nginx" / "default.conf.template"
+MFA = "urn:example:mfa"
+POLICY = f"""
+rules:
+  - name: refunds
+    path: /api/refunds/<int:id>
+    acr_values: [{MFA}]
+    max_age: 300
+  - name: anything
+    path: /api/<path:rest>
+"""
 
 
 @dataclass
@@ -96,9 +112,10 @@ def fronts(
 
 
 def https_get(
-    pki: Pki, port: int, token: str | None, client: str | None, headers: dict[str, str] | None = None
+    pki: Pki, port: int, token: str | None, client: str | None, headers: dict[str, str] | None = None,
+    path: str = "/api/private",
 ) -> tuple[int, str]:
-    """GET /api/private over TLS (verifying nginx against the run's CA) with an optional client cert."""
+    """GET `path` over TLS (verifying nginx against the run's CA) with an optional client cert."""
     context = ssl.create_default_context(cafile=str(pki.dir / "ca.pem"))
     if client is not None:
         context.load_cert_chain(*pki.files(client))
@@ -107,7 +124,7 @@ def https_get(
         sent = dict(headers or {})
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
-        conn.request("GET", "/api/private", headers=sent)
+        conn.request("GET", path, headers=sent)
         response = conn.getresponse()
         response.read()
         return response.status, response.getheader("WWW-Authenticate") or ""
@@ -171,6 +188,73 @@ def test_a_client_sent_certificate_header_never_reaches_the_service(fronts, pki,
     # Sent straight to the service (around the proxy) the forged header would pass: the reason
     # the proxy must overwrite it, and the service must not be reachable around it.
     assert front.server.get("/api/private", token=token, headers=forged).status == 200
+
+
+@pytest.fixture(scope="module")
+def gateways(
+    module_issuer: LocalIssuer, module_gunicorn: ServerFactory, pki: Pki,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Front]]:
+    """Gateway mode: per AUTH0_MTLS mode, the shipped gateway template on a TLS listener that asks
+    for a client certificate, deciding through its own gunicorn's /auth/check, in front of echo."""
+    policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    policy.write_text(POLICY)
+    cert, key = pki.files("server")
+    # The TLS settings at http{} level (servers inherit them); the shipped server block is as is.
+    tls = f"ssl_certificate {cert};\nssl_certificate_key {key};\nssl_verify_client optional_no_ca;\n"
+    with ExitStack() as stack:
+        upstream = stack.enter_context(EchoUpstream(tmp_path_factory.mktemp("echo"))).start()
+        fronts = {}
+        for mode in ("allowed", "required"):
+            service = module_gunicorn(
+                module_issuer, workers=1, env={"AUTH0_MTLS": mode, "GATEWAY_POLICY": str(policy)}
+            )
+            nginx = stack.enter_context(Nginx(tmp_path_factory.mktemp(f"gateway-{mode}")))
+            nginx.start(tls + render_template(
+                GATEWAY_TEMPLATE.read_text(),
+                {"GATEWAY_PORT": f"127.0.0.1:{nginx.port} ssl", "AUTH_SERVICE": service.base_url,
+                 "UPSTREAM": f"http://127.0.0.1:{upstream.port}"},
+            ))
+            fronts[mode] = Front(nginx.port, service)
+        yield fronts
+
+
+@pytest.mark.parametrize("mode", ["allowed", "required"])
+def test_gateway_mode_a_bound_token_passes_with_its_certificate_only(
+    gateways, pki, module_issuer, mode
+) -> None:
+    front = gateways[mode]
+    token = bound(module_issuer, pki.mine)
+    assert https_get(pki, front.port, token, "mine", path="/api/orders")[0] == 200
+    assert https_get(pki, front.port, token, "theirs", path="/api/orders")[0] == 401
+    assert last_reason(front.server) == "mtls_mismatch"
+    forged = {"X-Client-Cert": certs.nginx_escaped(pki.mine)}
+    status, challenge = https_get(pki, front.port, token, None, forged, path="/api/orders")
+    assert status == 401 and challenge.startswith('Bearer realm="api", error="invalid_token"')
+    assert last_reason(front.server) == "mtls_missing"
+
+
+@pytest.mark.parametrize(("mode", "status"), [("allowed", 200), ("required", 401)])
+def test_gateway_mode_an_unbound_token_passes_in_allowed_mode_only(
+    gateways, pki, module_issuer, mode, status
+) -> None:
+    front = gateways[mode]
+    assert https_get(pki, front.port, module_issuer.mint(), "mine", path="/api/orders")[0] == status
+    if status == 401:
+        assert last_reason(front.server) == "mtls_required"
+
+
+def test_gateway_mode_step_up_rule_challenges_through_nginx(gateways, pki, module_issuer) -> None:
+    front = gateways["allowed"]
+    now = int(time.time())
+    weak = module_issuer.mint({"acr": "urn:example:pwd", "auth_time": now})
+    status, challenge = https_get(pki, front.port, weak, None, path="/api/refunds/7")
+    assert status == 401
+    assert 'error="insufficient_user_authentication"' in challenge
+    assert f'acr_values="{MFA}"' in challenge and "max_age" not in challenge
+    assert last_reason(front.server) == "step_up"
+    strong = module_issuer.mint({"acr": MFA, "auth_time": now})
+    assert https_get(pki, front.port, strong, None, path="/api/refunds/7")[0] == 200
 
 
 @pytest.mark.parametrize(
