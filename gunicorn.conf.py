@@ -96,22 +96,18 @@ def on_starting(server):
         settings = Settings.from_env()
     except ConfigError as error:
         _fail(error)
-    if settings.dpop != "disabled":
-        # Made here, before the fork, so that every worker maps the same DPoP replay table and
-        # derives the same server nonces (RFC 9449 §9, §11.1).
-        from service.jose import nonce
-        from service.jose import replay_table
+    # Made here, before the fork, so that every worker maps the same DPoP replay table and
+    # derives the same server nonces (RFC 9449 §9, §11.1); the workers' apps read it back.
+    from service.jose import prefork
 
-        replay_table.shared_table(settings)
-        if settings.dpop_nonce:
-            nonce.ensure_secret()
+    prefork.hand_to_workers(prefork.make(settings.dpop))
     if settings.gateway_policy is not None:
         # Read here so a bad file stops the start with one line, not a crash loop of workers.
         from service.gateway_policy import PolicyError
         from service.gateway_policy import accept_policy
 
         try:
-            accept_policy(settings.gateway_policy, default_dpop=settings.dpop)
+            accept_policy(settings.gateway_policy, default_dpop=settings.dpop.mode)
         except PolicyError as error:
             _fail(f"GATEWAY_POLICY: {error}")
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
@@ -137,7 +133,7 @@ def on_reload(server):
     from service.gateway_policy import accept_policy
 
     try:
-        accept_policy(settings.gateway_policy, default_dpop=settings.dpop)
+        accept_policy(settings.gateway_policy, default_dpop=settings.dpop.mode)
     except PolicyError as error:
         server.log.error("gateway_policy_invalid: GATEWAY_POLICY: %s (the previous policy stays)", error)
 

@@ -122,7 +122,7 @@ def build_dpop_pair(
     from service.config import Settings
     from service.jose import dpop
     from service.jose.access_token import bound_key
-    from service.jose.replay_table import shared_table
+    from service.jose.replay_table import table_for
     from service.jose.verifier import verifier_for
 
     settings = Settings.from_env(
@@ -135,7 +135,7 @@ def build_dpop_pair(
     token = jwt.encode({"alg": "RS256", "typ": "JWT", "kid": KID}, claims, RSAKey.import_key(key_pem))
     url = "http://127.0.0.1:3010/api/private"
     proofs = [make_proof(client_key, "GET", url, access_token=token) for _ in range(per_repeat * repeats + 1)]
-    checker = dpop.verifier_for(settings, shared_table(settings))
+    checker = dpop.verifier_for(settings, table_for(settings.dpop))
 
     def bearer(_: str) -> Any:
         """The Bearer request: the token alone."""

@@ -229,14 +229,7 @@ class Settings:
     metrics_port: int
     version: str
     revision: str
-    dpop: str
-    dpop_algorithms: tuple[str, ...]
-    dpop_iat_offset: int
-    dpop_iat_leeway: int
-    dpop_nonce: bool
-    dpop_nonce_secret: str | None = field(repr=False)
-    dpop_nonce_step: int
-    dpop_replay_capacity: int
+    dpop: DPoPSettings
     #: The external origin (and path prefix) clients use: DPoP htu and RFC 9728 metadata.
     public_url: str | None
     resource_name: str | None
@@ -269,6 +262,7 @@ class Settings:
                     "AUTH0_JWKS_URI: only for a single issuer; with several issuers each one's "
                     "keys are found by discovery (unset AUTH0_JWKS_URI)"
                 )
+        public_url = _public_url(env)
         origins = tuple(o.strip() for o in reader.get("CORS_ALLOWED_ORIGINS").split(",") if o.strip())
         return cls(
             issuer=issuers[0],
@@ -293,7 +287,10 @@ class Settings:
             revision=reader.label("SERVICE_REVISION"),
             claim_rules=_claim_rules(env, reader),
             mtls=_mtls_settings(reader),
-            **_dpop_settings(env, reader),
+            dpop=dpop_settings(env),
+            public_url=public_url,
+            resource_name=env.get("RESOURCE_NAME", "").strip() or None,
+            resource_documentation=_resource_documentation(env),
             **_gateway_settings(env),
         )
 
@@ -368,8 +365,29 @@ def _mtls_settings(reader: _Reader) -> MtlsSettings:
     return MtlsSettings(mode, header)
 
 
-def _dpop_settings(env: Mapping[str, str], reader: _Reader) -> dict[str, Any]:
-    """The DPoP (RFC 9449) and protected-resource metadata (RFC 9728) settings."""
+@dataclass(frozen=True, slots=True)
+class DPoPSettings:
+    """DPoP (RFC 9449): the AUTH0_DPOP_* variables."""
+
+    #: AUTH0_DPOP: "disabled", "allowed" or "required".
+    mode: str
+    algorithms: tuple[str, ...]
+    iat_offset: int
+    iat_leeway: int
+    nonce: bool
+    nonce_secret: str | None = field(repr=False)
+    nonce_step: int
+    replay_capacity: int
+
+    @property
+    def enabled(self) -> bool:
+        """Whether DPoP-bound tokens are accepted at all."""
+        return self.mode != "disabled"
+
+
+def dpop_settings(env: Mapping[str, str]) -> DPoPSettings:
+    """The DPoP (RFC 9449) settings."""
+    reader = _Reader(env)
     mode = reader.get("AUTH0_DPOP").lower()
     if mode not in DPOP_MODES:
         raise ConfigError(f"AUTH0_DPOP: {mode!r} must be one of {', '.join(DPOP_MODES)}")
@@ -377,6 +395,20 @@ def _dpop_settings(env: Mapping[str, str], reader: _Reader) -> dict[str, Any]:
     nonce = reader.get("AUTH0_DPOP_NONCE").lower()
     if nonce not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
         raise ConfigError(f"AUTH0_DPOP_NONCE: {nonce!r} must be 0 or 1")
+    return DPoPSettings(
+        mode=mode,
+        algorithms=algorithms,
+        iat_offset=int(reader.number("AUTH0_DPOP_IAT_OFFSET", minimum=1, maximum=3600)),
+        iat_leeway=int(reader.number("AUTH0_DPOP_IAT_LEEWAY", minimum=0, maximum=300)),
+        nonce=nonce in ("1", "true", "yes", "on"),
+        nonce_secret=env.get("AUTH0_DPOP_NONCE_SECRET", "").strip() or None,
+        nonce_step=int(reader.number("AUTH0_DPOP_NONCE_STEP", minimum=1, maximum=3600)),
+        replay_capacity=int(reader.number("AUTH0_DPOP_REPLAY_CAPACITY", minimum=1024, maximum=1 << 24)),
+    )
+
+
+def _public_url(env: Mapping[str, str]) -> str | None:
+    """PUBLIC_URL: the external origin and path prefix clients use (DPoP htu, RFC 9728)."""
     public_url = env.get("PUBLIC_URL", "").strip().rstrip("/") or None
     if public_url is not None:
         parts = urlsplit(public_url)
@@ -387,24 +419,15 @@ def _dpop_settings(env: Mapping[str, str], reader: _Reader) -> dict[str, Any]:
             port = 0
         if parts.query or port == 0:
             raise ConfigError(f"PUBLIC_URL: {public_url!r} must be scheme://host[:port][/prefix]")
+    return public_url
+
+
+def _resource_documentation(env: Mapping[str, str]) -> str | None:
+    """RESOURCE_DOCUMENTATION: a URL for the RFC 9728 metadata document."""
     documentation = env.get("RESOURCE_DOCUMENTATION", "").strip() or None
     if documentation is not None:
         _check_url("RESOURCE_DOCUMENTATION", documentation)
-    return {
-        "dpop": mode,
-        "dpop_algorithms": algorithms,
-        "dpop_iat_offset": int(reader.number("AUTH0_DPOP_IAT_OFFSET", minimum=1, maximum=3600)),
-        "dpop_iat_leeway": int(reader.number("AUTH0_DPOP_IAT_LEEWAY", minimum=0, maximum=300)),
-        "dpop_nonce": nonce in ("1", "true", "yes", "on"),
-        "dpop_nonce_secret": env.get("AUTH0_DPOP_NONCE_SECRET", "").strip() or None,
-        "dpop_nonce_step": int(reader.number("AUTH0_DPOP_NONCE_STEP", minimum=1, maximum=3600)),
-        "dpop_replay_capacity": int(
-            reader.number("AUTH0_DPOP_REPLAY_CAPACITY", minimum=1024, maximum=1 << 24)
-        ),
-        "public_url": public_url,
-        "resource_name": env.get("RESOURCE_NAME", "").strip() or None,
-        "resource_documentation": documentation,
-    }
+    return documentation
 
 
 @dataclass(frozen=True, slots=True)

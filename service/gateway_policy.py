@@ -285,6 +285,6 @@ def policy_for(settings: Settings) -> Policy | None:
     if settings.gateway_policy is None:
         return None
     try:
-        return load_policy(settings.gateway_policy, default_dpop=settings.dpop)
+        return load_policy(settings.gateway_policy, default_dpop=settings.dpop.mode)
     except PolicyError as error:
         raise ConfigError(f"GATEWAY_POLICY: {error}") from None

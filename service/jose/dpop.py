@@ -197,15 +197,16 @@ class ProofVerifier:
 
 def verifier_for(settings: Settings, replay: ReplayStore) -> ProofVerifier:
     """The proof verifier of an app's settings (nonces only when AUTH0_DPOP_NONCE is on)."""
+    dpop = settings.dpop
     nonces = None
-    if settings.dpop_nonce:
+    if dpop.nonce:
         # Without a configured secret (outside gunicorn) the nonces are this process's own.
-        secret = settings.dpop_nonce_secret or secrets.token_urlsafe(32)
-        nonces = NonceIssuer(secret_bytes(secret), settings.dpop_nonce_step)
+        secret = dpop.nonce_secret or secrets.token_urlsafe(32)
+        nonces = NonceIssuer(secret_bytes(secret), dpop.nonce_step)
     return ProofVerifier(
-        settings.dpop_algorithms,
-        iat_offset=settings.dpop_iat_offset,
-        iat_leeway=settings.dpop_iat_leeway,
+        dpop.algorithms,
+        iat_offset=dpop.iat_offset,
+        iat_leeway=dpop.iat_leeway,
         replay=replay,
         nonces=nonces,
     )

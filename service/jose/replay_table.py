@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 
-from ..config import Settings
+from ..config import DPoPSettings
 from .key_shares import KeyShares
 from .replay import Verdict
 from .shared_map import SharedMap
@@ -64,15 +64,7 @@ class ReplayTable:
             return verdict
 
 
-_shared: ReplayTable | None = None
-
-
-def shared_table(settings: Settings) -> ReplayTable:
-    """The process-wide table, created on first use (in the gunicorn master: before the fork)."""
-    global _shared
-    capacity = settings.dpop_replay_capacity
+def table_for(dpop: DPoPSettings) -> ReplayTable:
+    """A table sized for these settings (the gunicorn master makes the pod's one: jose.prefork)."""
     # The longest a proof stays acceptable: dated the full leeway ahead, then the whole offset.
-    lifetime = settings.dpop_iat_offset + settings.dpop_iat_leeway
-    if _shared is None or (_shared.capacity, _shared.lifetime) != (capacity, lifetime):
-        _shared = ReplayTable(capacity, lifetime)
-    return _shared
+    return ReplayTable(dpop.replay_capacity, dpop.iat_offset + dpop.iat_leeway)

@@ -11,6 +11,7 @@ from flask import Flask
 from .. import logs
 from ..config import Settings
 from ..gateway_policy import policy_for
+from ..jose.prefork import Prefork
 from . import composition
 from . import cors
 from . import gateway
@@ -20,19 +21,22 @@ from . import resource_metadata
 from . import routes
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app from settings (read from the environment when not given)."""
+def create_app(settings: Settings | None = None, *, prefork: Prefork | None = None) -> Flask:
+    """Build the Flask app from settings (read from the environment when not given).
+
+    ``prefork``: what a gunicorn master made before forking (by default, what it handed over).
+    """
     settings = settings if settings is not None else Settings.from_env()
     # Logging before Flask(): otherwise Flask attaches its own default handler.
     logs.configure(settings.log)
     app = ServiceFlask(__name__)
     app.json.sort_keys = False
     request_hooks.init_app(app)
-    composition.init_app(app, settings)
+    composition.init_app(app, settings, prefork)
     metrics_route.init_app(app, settings)
     routes.init_app(app)
     cors.init_app(app, settings)
-    resource_metadata.init_app(app, settings)
+    resource_metadata.init_app(app)
     gateway.init_app(app, settings, policy_for(settings))
     return app
 

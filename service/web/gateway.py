@@ -172,9 +172,9 @@ def init_app(app: Flask, settings: Settings, policy: Policy | None) -> None:
 
 def _compile(rule: Rule, settings: Settings) -> CompiledRule:
     """A rule's scopes, claim check and DPoP mode, in the forms the protector takes."""
-    mode = rule.dpop or settings.dpop
+    mode = rule.dpop or settings.dpop.mode
     return CompiledRule(
         scopes=list(rule.scopes) if rule.scopes is not None else None,
         claims=compile_claims(dict(rule.claims)) if rule.claims else None,
-        schemes=Schemes(mode, Challenges(mode, settings.dpop_algorithms, metadata_url(settings))),
+        schemes=Schemes(mode, Challenges(mode, settings.dpop.algorithms, metadata_url(settings))),
     )

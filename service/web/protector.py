@@ -23,7 +23,6 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -51,6 +50,8 @@ from ..jose.errors import UseDPoPNonceError
 from ..jose.step_up import StepUp
 from ..logs import get_logger
 from . import resource_metadata
+from .state import KEY as STATE
+from .state import Schemes
 from .validators import Auth0BearerTokenValidator
 
 __all__ = ["Protector", "current_token", "require_auth"]
@@ -58,14 +59,6 @@ __all__ = ["Protector", "current_token", "require_auth"]
 log = get_logger("service.auth")
 
 View = Callable[..., Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Schemes:
-    """Which schemes a decision accepts (AUTH0_DPOP's modes) and how its 401s challenge."""
-
-    mode: str
-    challenges: Challenges
 
 
 class Protector(ResourceProtector):
@@ -136,7 +129,7 @@ class Protector(ResourceProtector):
 
     def get_token_validator(self, token_type: str) -> Auth0BearerTokenValidator:
         """The current app's validator for a token type (Authlib's registry, kept per app)."""
-        validator = current_app.extensions["auth_validators"].get(token_type.lower())
+        validator = current_app.extensions[STATE].validators.get(token_type.lower())
         if validator is None:
             raise MissingTokenError()
         return validator
@@ -205,7 +198,7 @@ class Protector(ResourceProtector):
         if isinstance(scopes, str):  # Authlib's acquire_token takes one scope string too
             scopes = [scopes]
         if bearer_request is None:
-            bearer_request = BearerRequest(request.environ, current_app.extensions["auth_schemes"])
+            bearer_request = BearerRequest(request.environ, current_app.extensions[STATE].schemes)
         # RFC 6750 §2.3 URI tokens leak into logs and caches; only the header is accepted.
         if bearer_request.query and any(
             name == "access_token" for name, _ in parse_qsl(bearer_request.query, keep_blank_values=True)
@@ -229,7 +222,7 @@ class Protector(ResourceProtector):
         route = rule.rule if rule is not None else "unmatched"
         outcome = self.decide(
             route,
-            BearerRequest(request.environ, current_app.extensions["auth_schemes"]),
+            BearerRequest(request.environ, current_app.extensions[STATE].schemes),
             scopes=scopes,
             optional=optional,
             claims=claims,
@@ -354,7 +347,7 @@ _MISSING_DPOP = "An access token is required: send 'Authorization: DPoP <token>'
 def error_response(error: AuthError, challenges: Challenges | None = None) -> Response:
     """Turn an auth error into its prepared response, challenging as given (else as the app is
     configured)."""
-    status, body, headers = error.response_parts(challenges or current_app.extensions["auth_challenges"])
+    status, body, headers = error.response_parts(challenges or current_app.extensions[STATE].challenges)
     response = Response(body, status=status, headers=list(headers))
     if isinstance(error, UseDPoPNonceError):
         response.headers["DPoP-Nonce"] = error.nonce  # RFC 9449 §9

@@ -15,6 +15,7 @@ from flask import jsonify
 
 from ..config import Settings
 from ..jose.urls import normalize
+from .state import state_of
 
 #: RFC 9728 §3: the well-known path of the metadata document.
 PATH = "/.well-known/oauth-protected-resource"
@@ -64,9 +65,9 @@ def document(settings: Settings, scopes: Iterable[str]) -> dict[str, Any]:
         "scopes_supported": list(scopes),
         "bearer_methods_supported": ["header"],
     }
-    if settings.dpop != "disabled":
-        doc["dpop_signing_alg_values_supported"] = list(settings.dpop_algorithms)
-    doc["dpop_bound_access_tokens_required"] = settings.dpop == "required"
+    if settings.dpop.enabled:
+        doc["dpop_signing_alg_values_supported"] = list(settings.dpop.algorithms)
+    doc["dpop_bound_access_tokens_required"] = settings.dpop.mode == "required"
     if settings.mtls.mode != "disabled":
         doc["tls_client_certificate_bound_access_tokens"] = True  # RFC 9728 §2
     if settings.resource_name:
@@ -84,20 +85,18 @@ def protected_resource_metadata(suffix: str | None = None) -> Response:
     RFC 9728 §3.1: for a resource identifier with a path, clients insert the well-known path
     before it, so ``/.well-known/oauth-protected-resource/<that path>`` serves it too.
     """
-    settings: Settings = current_app.extensions["settings"]
+    state = state_of(current_app)
+    settings = state.settings
     if suffix is not None and suffix.strip("/") != urlsplit(resource_identifier(settings)).path.strip("/"):
         abort(404)
-    cached = current_app.extensions.get("resource_metadata")
+    cached = state.lazy.get("resource_metadata")
     if cached is None:
-        cached = current_app.extensions["resource_metadata"] = document(
-            settings, scopes_required(current_app)
-        )
+        cached = state.lazy["resource_metadata"] = document(settings, scopes_required(current_app))
     response = jsonify(cached)
     response.headers["Cache-Control"] = f"public, max-age={MAX_AGE}"
     return response
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    """Register the metadata route."""
-    app.extensions["settings"] = settings
+def init_app(app: Flask) -> None:
+    """Register the metadata route (it reads the settings from the app's state)."""
     app.register_blueprint(bp)

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from service.web.state import state_of
 from tests.support import mint as tokens
 from tests.support.appkit import app_for
 from tests.support.appkit import bearer
@@ -207,4 +208,4 @@ def test_token_cache_is_bounded() -> None:
         client = app.test_client()
         for _ in range(10):
             assert client.get("/api/private", headers=bearer(issuer.mint())).status_code == 200
-        assert len(app.extensions["auth_verifier"]._cache) <= 3
+        assert len(state_of(app).verifier._cache) <= 3
