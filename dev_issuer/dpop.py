@@ -30,7 +30,7 @@ class TokenEndpointProofs:
             raise InvalidDPoPProofError(reason="dpop_multiple")
         if self._verifier is None:
             self._verifier = ProofVerifier(
-                ALGORITHMS, iat_offset=300, iat_leeway=30, replay=ReplayTable(4096, 330)
+                ALGORITHMS, iat_offset=300, iat_leeway=30, replay=ReplayTable(65536, 330)
             )
         key, _ = self._verifier.parse(proofs[0])
         self._verifier.verify(
