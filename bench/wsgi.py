@@ -3,6 +3,10 @@
 Usage (repo root): .venv/bin/python -m bench.wsgi [--requests 2000] [--repeats 5] [--quick]
                    [--instructions]
 
+Gateway mode is measured too: ``/auth/check`` (a policy with one rule, the original request in
+``X-Original-URL``/``X-Original-Method``) against ours ``/api/private``, both with a cached token,
+taking turns within each repeat.
+
 It builds ours (``service.app.create_app``, production settings, multiprocess metrics, JSON logs to
 /dev/null) and both quickstart re-implementations (``bench/quickstart``: ``quickstart`` is the
 samples repository's, with ``cross_origin``; ``quickstart_docs`` is the docs page's, without it)
@@ -199,6 +203,56 @@ def measure(
     return {key: Cell(key[0], key[1], tuple(values)) for key, values in runs.items()}
 
 
+#: Gateway mode: /auth/check with a cached token, at most this × ours /api/private with one.
+GATEWAY_GOAL = 1.1
+_GATEWAY_POLICY = "rules:\n  - name: private\n    path: /api/private\n    methods: [GET]\n"
+
+
+def build_gateway(issuer: str, audience: str, jwks_uri: str) -> WSGIApp:
+    """Ours in gateway mode (GATEWAY_POLICY: one rule for /api/private), trusting ``issuer``."""
+    from service.app import create_app
+    from service.config import Settings
+
+    policy = Path(tempfile.mkdtemp(prefix="bench-wsgi-gateway-")) / "policy.yaml"
+    policy.write_text(_GATEWAY_POLICY)
+    return create_app(Settings.from_env({
+        "AUTH0_ISSUER": issuer, "AUTH0_AUDIENCE": audience, "AUTH0_JWKS_URI": jwks_uri,
+        "GATEWAY_POLICY": str(policy),
+    }))
+
+
+def _gateway_environ(token: str) -> dict[str, Any]:
+    """What nginx's auth_request subrequest sends for ``GET /api/private`` with a bearer token."""
+    environ = _environ("/auth/check", token)
+    environ["HTTP_X_ORIGINAL_URL"] = "http://127.0.0.1:8080/api/private"
+    environ["HTTP_X_ORIGINAL_METHOD"] = "GET"
+    return environ
+
+
+def measure_gateway(
+    ours: WSGIApp, gateway: WSGIApp, token: str, requests: int, repeats: int
+) -> dict[str, Any]:
+    """/auth/check and /api/private with one cached token, taking turns: min µs of each."""
+    cases = {
+        "private_hot": (ours, _environ("/api/private", token)),
+        "gateway_hot": (gateway, _gateway_environ(token)),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in cases}
+    for repeat in range(repeats):
+        order = list(cases) if repeat % 2 == 0 else list(reversed(cases))
+        for name in order:
+            app, environ = cases[name]
+            if _call(app, environ) != 200:
+                raise SystemExit(f"bench.wsgi: {name} did not answer 200")
+            started = time.perf_counter_ns()
+            for _ in range(requests):
+                _call(app, environ)
+            runs[name].append((time.perf_counter_ns() - started) / requests / 1000)
+    best = {name: min(values) for name, values in runs.items()}
+    return {"private_hot_us": best["private_hot"], "gateway_hot_us": best["gateway_hot"],
+            "ratio": best["gateway_hot"] / best["private_hot"], "goal_at_most": GATEWAY_GOAL}
+
+
 def _dpop_environs(issuer: Any, count: int) -> tuple[list[dict[str, Any]], list[str]]:
     """``count`` DPoP requests to /api/private: each a new bound token and a fresh ES256 proof."""
     from joserfc import jwt
@@ -277,7 +331,8 @@ def _total_instructions(path: Path) -> int:
 
 
 def _report(cells: dict[tuple[str, str], Cell], irs: dict[tuple[str, str], float | None],
-            requests: int, repeats: int, dpop: dict[str, float] | None) -> dict[str, Any]:
+            requests: int, repeats: int, dpop: dict[str, float] | None,
+            gateway: dict[str, Any] | None = None) -> dict[str, Any]:
     """Print the markdown tables and return the JSON-able results."""
     print(f"In-process WSGI benchmark: µs per request, min of {repeats} repeats × {requests} requests.\n")
     header = "| scenario | " + " | ".join(f"{t} µs" for t in TARGETS)
@@ -308,8 +363,20 @@ def _report(cells: dict[tuple[str, str], Cell], irs: dict[tuple[str, str], float
             f"target ≤ private cold {cold:.1f} + ES256 verify {dpop['es256_us']:.1f} + 20 = {budget:.1f} µs "
             f"({'met' if dpop['dpop_us'] <= budget else 'not met'})."
         )
+    if gateway:
+        print(
+            f"\nGateway mode (cached token, same run): /auth/check {gateway['gateway_hot_us']:.1f} µs, "
+            f"ours /api/private {gateway['private_hot_us']:.1f} µs: {gateway['ratio']:.2f} × "
+            f"(target ≤ {GATEWAY_GOAL}: {'met' if gateway['ratio'] <= GATEWAY_GOAL else 'not met'})."
+        )
+        if gateway.get("ratio_by_instructions"):
+            print(
+                f"By instructions: /auth/check {gateway['gateway_instructions']:,.0f} per request, "
+                f"{gateway['ratio_by_instructions']:.2f} × ours /api/private."
+            )
     return {
         "dpop": dpop,
+        "gateway": gateway,
         "requests": requests,
         "repeats": repeats,
         "cells": [{"target": c.target, "scenario": c.scenario, "best_us": round(c.best, 2),
@@ -322,9 +389,13 @@ def _report(cells: dict[tuple[str, str], Cell], irs: dict[tuple[str, str], float
 def _child(target: str, scenario: str, requests: int, issuer: Any, stop: Callable[[], None]) -> None:
     """Run one (target, scenario) ``requests`` times: the body measured under cachegrind."""
     apps = build_targets(issuer.url, issuer.audience, issuer.jwks_uri)
-    spec = next(s for s in SCENARIOS if s[0] == scenario)
-    tokens = Tokens(issuer.material)
-    environs = [_environ(spec[1], t) for t in tokens.take(spec[2], requests + 1, target)]
+    if target == "gateway":  # gateway mode's /auth/check with the hot token (measure_gateway)
+        apps["gateway"] = build_gateway(issuer.url, issuer.audience, issuer.jwks_uri)
+        environs = [_gateway_environ(issuer.material.hot_token())] * (requests + 1)
+    else:
+        spec = next(s for s in SCENARIOS if s[0] == scenario)
+        tokens = Tokens(issuer.material)
+        environs = [_environ(spec[1], t) for t in tokens.take(spec[2], requests + 1, target)]
     for app in apps.values():  # both load their keys now, so nothing is fetched from here on
         _call(app, _environ("/api/private", issuer.material.hot_token()))
     _call(apps[target], environs[0])
@@ -400,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         apps = build_targets(issuer.url, issuer.audience, issuer.jwks_uri)
         cells = measure(apps, Tokens(issuer.material), args.requests, args.repeats)
         dpop = measure_dpop(apps["ours"], issuer, min(args.requests, 1000), args.repeats)
+        gateway = measure_gateway(
+            apps["ours"], build_gateway(issuer.url, issuer.audience, issuer.jwks_uri),
+            issuer.material.hot_token(), args.requests, args.repeats,
+        )
         irs: dict[tuple[str, str], float | None] = {}
         if args.instructions:
             # Each child serves its own issuer on the same port: free it first.
@@ -411,8 +486,15 @@ def main(argv: list[str] | None = None) -> int:
                 for target in TARGETS:
                     if not chosen or (target, scenario) in chosen:
                         irs[(target, scenario)] = instructions(target, scenario, args.issuer_port, n, count)
+            if not chosen or ("gateway", "gateway_hot") in chosen:
+                gateway_ir = instructions("gateway", "gateway_hot", args.issuer_port, n, count)
+                private_ir = irs.get(("ours", "private_hot"))
+                if gateway_ir and private_ir:
+                    gateway.update(
+                        gateway_instructions=gateway_ir, ratio_by_instructions=gateway_ir / private_ir
+                    )
         sys.stdout = real_stdout
-        results = _report(cells, irs, args.requests, args.repeats, dpop)
+        results = _report(cells, irs, args.requests, args.repeats, dpop, gateway)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     finally:

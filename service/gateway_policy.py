@@ -43,6 +43,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _HOST = re.compile(r"[a-z0-9._~-]+|\[[0-9a-f:.]+\]")
 #: Distinct request hosts with a bound URL adapter (client-chosen: keep it bounded).
 _ADAPTERS = 256
+#: Remembered (host, path, method) matches: the policy never changes, and a gateway sees the same
+#: few paths again and again. Longer paths are matched every time (bounds the memory).
+_MATCHES = 4096
+_MAX_CACHED_PATH = 256
 
 
 class PolicyError(ValueError):
@@ -85,9 +89,16 @@ class Policy:
             redirect_defaults=False,
         )
         self._bind = lru_cache(maxsize=_ADAPTERS)(self._map.bind)
+        self._cached_match = lru_cache(maxsize=_MATCHES)(self._match)
 
     def match(self, host: str, path: str, method: str) -> Rule | None:
         """The most specific rule for a request (host lower-case without port, path decoded)."""
+        if len(path) <= _MAX_CACHED_PATH and len(host) <= _MAX_CACHED_PATH:
+            return self._cached_match(host, path, method)
+        return self._match(host, path, method)
+
+    def _match(self, host: str, path: str, method: str) -> Rule | None:
+        """Werkzeug's match, None when nothing matches."""
         try:
             index, _ = self._bind(host).match(path, method)
         except (HTTPException, RoutingException):  # not found, method not allowed, redirect

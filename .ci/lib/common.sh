@@ -36,13 +36,21 @@ prometheus_tag() {
   sed -n 's#^[[:space:]]*image:[[:space:]]*prom/prometheus:\([^[:space:]]*\).*#\1#p' docker-compose.yml | head -n 1
 }
 
-# Container tooling (podman, stand-in python and prom/prometheus images, podman-compose and
+# The nginx tag docker-compose.yml pins (the gateway service).
+nginx_tag() {
+  sed -n 's#^[[:space:]]*image:[[:space:]]*nginx:\([^[:space:]]*\).*#\1#p' docker-compose.yml | head -n 1
+}
+
+# Container tooling (podman, stand-in python, prom/prometheus and nginx images, podman-compose and
 # Docker Compose v2 as `docker compose`); idempotent.
 container_setup() {
-  local tag
+  local tag ngx
   tag="$(prometheus_tag)"
   [ -n "$tag" ] || die "no prom/prometheus:<tag> in docker-compose.yml"
-  WITH_COMPOSE_V2=1 WITH_PROMETHEUS=1 PROMETHEUS_TAGS="$tag" bash "$CONTAINER_TOOLS/setup.sh"
+  ngx="$(nginx_tag)"
+  [ -n "$ngx" ] || die "no nginx:<tag> in docker-compose.yml"
+  WITH_COMPOSE_V2=1 WITH_PROMETHEUS=1 PROMETHEUS_TAGS="$tag" WITH_NGINX=1 NGINX_TAGS="$ngx" \
+    bash "$CONTAINER_TOOLS/setup.sh"
 }
 
 # apt_ensure PACKAGE...: install Debian packages that are missing (a fresh machine may lack them).

@@ -220,3 +220,13 @@ def test_keys_unavailable_is_503_for_the_client(
             assert resp.status == 503, (kind, resp.status, resp.body)
             assert resp.header("retry-after"), kind
             assert resp.json()["error"] == "temporarily_unavailable", kind
+
+
+def test_the_nginx_health_location_answers_without_a_decision(
+    service: Server, upstream: EchoUpstream, tmp_path: Path
+) -> None:
+    with start_gateway("nginx", tmp_path, service.port, upstream.port) as gw:
+        before = len(service.records())
+        resp = through(gw, "/.gateway/healthz")
+        assert (resp.status, resp.body) == (200, b"ok\n")
+        assert not [r for r in service.records()[before:] if r.get("event") == "auth_decision"]
