@@ -19,7 +19,9 @@ from dev_issuer.config import IssuerConfigError
 
 ALGORITHM = "RS256"
 _MIN_BITS = 2048
-_HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512
+}
 
 
 class SigningKey:

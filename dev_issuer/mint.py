@@ -43,7 +43,7 @@ def mint_token(server: DevAuthorizationServer, req: Request) -> Response:
     except BadMintRequest as exc:
         body = {"error": "invalid_request", "error_description": str(exc)}
         return _json(body, 400)
-    credentials = {k: params[k] for k in ("client_id", "client_secret") if k in params}
+    credentials: dict[str, str] = {k: params[k] for k in ("client_id", "client_secret") if k in params}
     oauth_request = TokenRequest(credentials)
     try:
         client = server.authenticate_client(oauth_request, AUTH_METHODS)

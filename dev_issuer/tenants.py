@@ -33,7 +33,7 @@ def with_extra_issuers(app: Any, settings: IssuerSettings) -> Any:
     """Mount each extra issuer's app under ``/{path}`` next to the primary one."""
     if not settings.extra_paths:
         return app
-    mounts = {
+    mounts: dict[str, Any] = {
         f"/{path}": create_app(extra, key)
         for path, (extra, key) in zip(settings.extra_paths, extra_issuers(settings), strict=True)
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -55,7 +56,7 @@ def clip(value: str | None) -> str | None:
     return value[:MAX_LOGGED_CHARS] + TRUNCATED
 
 
-def _clip_exceptions(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _clip_exceptions(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Cut exception messages, which can quote client input, like any client-supplied text."""
     for exc in event.get("exception") or ():
         if isinstance(exc, dict) and isinstance(exc.get("exc_value"), str):
@@ -63,7 +64,7 @@ def _clip_exceptions(_logger: Any, _method: str, event: dict[str, Any]) -> dict[
     return event
 
 
-def _logger_key(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _logger_key(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Expose the bound logger name under the same ``logger`` key stdlib records use."""
     name = event.pop("logger_name", None)
     if name is not None:
@@ -123,7 +124,7 @@ _CREDENTIALS = re.compile(
 )
 
 
-def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Blank out credentials in third-party log messages, then cut them to MAX_LOGGED_CHARS.
 
     Our own events never carry credentials; gunicorn's warnings quote rejected requests.

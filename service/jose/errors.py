@@ -104,8 +104,9 @@ class AuthError(OAuth2Error):
 
     def response_parts(self, config: Challenges = BEARER_ONLY) -> tuple[int, bytes, Headers]:
         """Status, JSON body and headers, rendered once per distinct error."""
+        # Error classes are hashable (type's own __hash__); mypy reads AuthError.__hash__ instead.
         return _render(
-            type(self), self.get_error_description(), self.scope, self.scheme, config, self.params
+            type(self), self.get_error_description(), self.scope, self.scheme, config, self.params  # type: ignore[arg-type]
         )
 
     def get_body(self) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import Key
 from joserfc.jwk import import_key
 
@@ -119,4 +120,5 @@ def _import(entry: dict[str, Any]) -> Key | None:
 
 def _is_too_weak(key: Key) -> bool:
     """RSA keys under 2048 bits (RFC 7518 §3.3)."""
-    return key.key_type == "RSA" and key.public_key.key_size < 2048
+    public = key.public_key
+    return isinstance(public, rsa.RSAPublicKey) and public.key_size < 2048

@@ -99,7 +99,7 @@ class TokenVerifier:
             cached = self._cache.get(digest)
             if cached is not None and self._still_valid(entry := cached[0]):
                 self._on_cache_lookup(True)
-                return entry if type(entry) is AccessToken else entry.expand()
+                return entry if isinstance(entry, AccessToken) else entry.expand()
             self._on_cache_lookup(False)
         access_token = self._verify_fully(token)
         if self._cache_size:

@@ -56,7 +56,7 @@ class GunicornLogger(_GunicornBaseLogger):
         route = environ.get(ROUTE_ENVIRON_KEY)
         if route in PROBE_ROUTES and 200 <= status < 300 and not self._access_probes:
             return
-        extra: dict[str, str] = {}
+        extra: dict[str, str | None] = {}
         # Only present when the client chose the request id (service.web.request_hooks).
         server_id = environ.get(SERVER_REQUEST_ID_ENVIRON_KEY)
         if server_id is not None:
@@ -65,7 +65,7 @@ class GunicornLogger(_GunicornBaseLogger):
         trace = environ.get(TRACE_ENVIRON_KEY)
         if trace is not None:
             extra["trace_id"], extra["span_id"] = trace
-        path = environ.get("PATH_INFO")
+        path: str | None = environ.get("PATH_INFO")
         # Only present on a gateway decision (service.web.gateway): the request it was about,
         # its path without the query (a query may carry secrets); `path` is the decision endpoint.
         original = environ.get(ORIGINAL_REQUEST_ENVIRON_KEY)

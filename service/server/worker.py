@@ -233,7 +233,7 @@ class Worker(ThreadWorker):
             # The bytes are buffered, not on the socket: gthread must not wait for data.
             conn.data_ready = True
             super().enqueue_req(conn)
-        elif verdict != request_head.INCOMPLETE:
+        elif isinstance(verdict, int):
             self._refuse(conn, _BY_STATUS[verdict])
 
     def _forget(self, conn: Conn) -> None:

@@ -7,6 +7,7 @@ from types import FunctionType
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from .. import logs
 from ..config import Settings
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None, *, prefork: Prefork | None = No
     # Logging before Flask(): otherwise Flask attaches its own default handler.
     logs.configure(settings.log)
     app = ServiceFlask(__name__)
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):  # always, unless a subclass replaces it
+        app.json.sort_keys = False
     request_hooks.init_app(app)
     composition.init_app(app, settings, prefork)
     metrics_route.init_app(app, settings)

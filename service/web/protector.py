@@ -181,7 +181,7 @@ class Protector(ResourceProtector):
             token = validator.authenticate_token(token_string)
             validator.validate_token(token, scopes, request, **kwargs)
         except AuthError as error:
-            error.token = token  # type: ignore[attr-defined]
+            error.token = token
             if validator.TOKEN_TYPE == "dpop":
                 _dpop(error)  # RFC 9449 §7.1: the error goes on the DPoP challenge
             raise

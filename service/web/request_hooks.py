@@ -10,6 +10,7 @@ from flask import Response
 from flask import jsonify
 from flask import request
 from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.response import Response as WerkzeugResponse
 
 from .. import metrics
 from ..logs import get_logger
@@ -78,7 +79,7 @@ def _teardown(_exc: BaseException | None) -> None:
     structlog.contextvars.clear_contextvars()
 
 
-def _http_error(error: HTTPException) -> Response | tuple[Response, int]:
+def _http_error(error: HTTPException) -> WerkzeugResponse | tuple[Response, int]:
     """JSON bodies for 404/405 and friends, like the API's own errors."""
     if error.response is not None:
         # abort(response): an answer already prepared (e.g. an auth refusal), sent as is.
@@ -86,8 +87,9 @@ def _http_error(error: HTTPException) -> Response | tuple[Response, int]:
     code = error.code or 500
     name = (error.name or "error").lower().replace(" ", "_")
     response = jsonify(error=name, error_description=error.description)
-    if error.code == 405 and error.valid_methods:
-        response.headers["Allow"] = ", ".join(error.valid_methods)
+    valid_methods = getattr(error, "valid_methods", None)  # werkzeug's MethodNotAllowed has them
+    if error.code == 405 and valid_methods:
+        response.headers["Allow"] = ", ".join(valid_methods)
     return response, code
 
 

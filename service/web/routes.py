@@ -54,33 +54,33 @@ _HEALTHY = _FixedJSON(status="ok")
 
 
 @api.get("/public")
-def public():
+def public() -> Response:
     """Open to anyone."""
     return _PUBLIC.response()
 
 
 @api.get("/private")
 @require_auth()
-def private():
+def private() -> Response:
     """Any valid access token."""
     return _PRIVATE.response()
 
 
 @api.get("/private-scoped")
 @require_auth(REQUIRED_PERMISSION)
-def private_scoped():
+def private_scoped() -> Response:
     """A valid access token granting read:messages (scope or RBAC permissions)."""
     return _PRIVATE_SCOPED.response()
 
 
 @health.get("/healthz")
-def healthz():
+def healthz() -> Response:
     """Liveness: the process answers; deliberately independent of the issuer."""
     return _HEALTHY.response()
 
 
 @health.get("/readyz")
-def readyz():
+def readyz() -> Response | tuple[Response, int]:
     """Readiness: this worker holds usable keys (stale within max-stale) for a trusted issuer.
 
     Only asks the caches, which fetch in the background from the worker's start. Before any

@@ -30,6 +30,8 @@ from dev_issuer.config import IssuerSettings
 from dev_issuer.keys import SigningKey
 from tests.support.procs import free_port
 
+pytestmark = pytest.mark.slow  # starts the issuer as its own process
+
 REPO = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://api.dev.local"
 GRANT = "client_credentials"

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def test_prometheusrule_wrapper_is_generated_from_alerts_yml() -> None:
     assert wrapper["apiVersion"] == "monitoring.coreos.com/v1"
     assert wrapper["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
     check = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "bin" / "render-rules"), "--check"],
+        [sys.executable, str(ROOT / "bin" / "render-rules"), "--check"],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert check.returncode == 0, "prometheusrule.yaml is stale: run bin/render-rules"
