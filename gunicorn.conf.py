@@ -96,6 +96,17 @@ def on_starting(server):
         settings = Settings.from_env()
     except ConfigError as error:
         _fail(error)
+    if settings.dpop.enabled and not settings.public_urls:
+        # Once per start (the master, before any fork), not once per worker. RFC 9449 §4.3
+        # step 9 compares htu with the request URI, whose host is then the client's own Host.
+        server.log.warning(
+            "public_url_unset",
+            extra={
+                "setting": "PUBLIC_URL",
+                "detail": "DPoP proofs are checked against a URL built from the request's Host "
+                "header, which the client chooses; set PUBLIC_URL to the URL(s) clients call",
+            },
+        )
     # Made here, before the fork, so that every worker maps the same DPoP replay table and
     # derives the same server nonces (RFC 9449 §9, §11.1); the workers' apps read it back.
     from service.jose import prefork

@@ -190,7 +190,7 @@ NO_DEFAULT: Final[dict[str, str]] = {
         "Auth0 organization ids (org_...) or names, comma-separated: org_id or org_name must match."
     ),
     "AUTH0_MAX_TOKEN_AGE": "seconds: iat is required and may be at most this old (express's maxTokenAge).",
-    "PUBLIC_URL": "the external URL clients call: DPoP htu and RFC 9728 resource_metadata.",
+    "PUBLIC_URL": "the external URL(s) clients call, comma-separated: DPoP htu, RFC 9728 metadata.",
     "RESOURCE_NAME": "RFC 9728 resource_name of the metadata document.",
     "RESOURCE_DOCUMENTATION": "RFC 9728 resource_documentation URL of the metadata document.",
     "GATEWAY_POLICY": "gateway mode: the YAML policy file /auth/check decides by; unset, no /auth/check.",
@@ -230,8 +230,9 @@ class Settings:
     version: str
     revision: str
     dpop: DPoPSettings
-    #: The external origin (and path prefix) clients use: DPoP htu and RFC 9728 metadata.
-    public_url: str | None
+    #: The external origins (and path prefixes) clients use: DPoP htu; the first one in RFC 9728
+    #: metadata. Empty: the request's own Host decides (start-up warns when DPoP is on).
+    public_urls: tuple[str, ...]
     resource_name: str | None
     resource_documentation: str | None
     #: The token's claim rules that Auth0's SDKs have (organizations, token age, RFC 9068 profile).
@@ -243,6 +244,11 @@ class Settings:
     #: Gateway mode: the policy file's path (None: no /auth/check) and the claim headers.
     gateway_policy: str | None = None
     gateway_claim_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def public_url(self) -> str | None:
+        """The first PUBLIC_URL: the one RFC 9728 answers name."""
+        return self.public_urls[0] if self.public_urls else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -262,7 +268,7 @@ class Settings:
                     "AUTH0_JWKS_URI: only for a single issuer; with several issuers each one's "
                     "keys are found by discovery (unset AUTH0_JWKS_URI)"
                 )
-        public_url = _public_url(env)
+        public_urls = _public_urls(env)
         origins = tuple(o.strip() for o in reader.get("CORS_ALLOWED_ORIGINS").split(",") if o.strip())
         return cls(
             issuer=issuers[0],
@@ -288,7 +294,7 @@ class Settings:
             claim_rules=_claim_rules(env, reader),
             mtls=_mtls_settings(reader),
             dpop=dpop_settings(env),
-            public_url=public_url,
+            public_urls=public_urls,
             resource_name=env.get("RESOURCE_NAME", "").strip() or None,
             resource_documentation=_resource_documentation(env),
             **_gateway_settings(env),
@@ -407,10 +413,12 @@ def dpop_settings(env: Mapping[str, str]) -> DPoPSettings:
     )
 
 
-def _public_url(env: Mapping[str, str]) -> str | None:
-    """PUBLIC_URL: the external origin and path prefix clients use (DPoP htu, RFC 9728)."""
-    public_url = env.get("PUBLIC_URL", "").strip().rstrip("/") or None
-    if public_url is not None:
+def _public_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    """PUBLIC_URL: the external origins and path prefixes clients use (DPoP htu, RFC 9728)."""
+    public_urls = tuple(
+        dict.fromkeys(u.strip().rstrip("/") for u in env.get("PUBLIC_URL", "").split(",") if u.strip())
+    )
+    for public_url in public_urls:
         parts = urlsplit(public_url)
         _check_url("PUBLIC_URL", public_url)
         try:
@@ -419,7 +427,7 @@ def _public_url(env: Mapping[str, str]) -> str | None:
             port = 0
         if parts.query or port == 0:
             raise ConfigError(f"PUBLIC_URL: {public_url!r} must be scheme://host[:port][/prefix]")
-    return public_url
+    return public_urls
 
 
 def _resource_documentation(env: Mapping[str, str]) -> str | None:

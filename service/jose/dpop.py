@@ -101,11 +101,18 @@ class ProofVerifier:
         self._headers: HeaderCache[ProofKey] = HeaderCache(_HEADER_CACHE_SIZE)
 
     def verify(
-        self, proof: str, *, method: str, url: str, access_token: str | None, jkt: str | None
+        self,
+        proof: str,
+        *,
+        method: str,
+        url: str | tuple[str, ...],
+        access_token: str | None,
+        jkt: str | None,
     ) -> str | None:
         """Check ``proof`` for this request; return a fresh nonce to send, if one is due.
 
-        ``url`` is the request URI as the client addressed it; ``access_token`` and ``jkt``
+        ``url`` is the request URI as the client addressed it (or every URI it may have used,
+        one per name the service is reached under); ``access_token`` and ``jkt``
         (the token's ``cnf.jkt``) are None at a token endpoint, where no token exists yet.
         """
         key, claims = self.parse(proof)
@@ -151,7 +158,12 @@ class ProofVerifier:
         return ProofKey(alg, *_public_key(header.get("jwk"), alg))
 
     def check_claims(
-        self, claims: dict[str, Any], *, method: str, url: str, access_token: str | None
+        self,
+        claims: dict[str, Any],
+        *,
+        method: str,
+        url: str | tuple[str, ...],
+        access_token: str | None,
     ) -> None:
         """RFC 9449 §4.3 steps 8-12: jti, htm, htu, iat and (with a token) ath."""
         jti = claims.get("jti")
@@ -161,8 +173,9 @@ class ProofVerifier:
             raise refuse("dpop_htm")
         htu = claims.get("htu")
         # normalize() drops query and fragment, which RFC 9449 §4.3 step 9 says to ignore.
-        expected = normalize(url)
-        if not isinstance(htu, str) or expected is None or normalize(htu) != expected:
+        target = normalize(htu) if isinstance(htu, str) else None
+        urls = (url,) if isinstance(url, str) else url
+        if target is None or all(normalize(expected) != target for expected in urls):
             raise refuse("dpop_htu")
         iat = claims.get("iat")
         if not is_numeric_date(iat):

@@ -79,12 +79,13 @@ def _has_dot_segments(path: str) -> bool:
     return "." in decoded and any(segment in (".", "..") for segment in decoded.split("/"))
 
 
-def request_uri(environ: Mapping[str, Any], public_url: str | None) -> str:
-    """The URI the client addressed, without query: what a DPoP proof's ``htu`` must match.
+def request_uris(environ: Mapping[str, Any], public_urls: tuple[str, ...]) -> tuple[str, ...]:
+    """The URIs the client may have addressed, without query: one must match a proof's ``htu``.
 
     The path is the request target as sent (gunicorn's RAW_URI), so percent-encodings survive;
-    scheme, host and port come from ``public_url`` when set (a proxy or ingress in front), else
-    from what the WSGI server derived (Host, and X-Forwarded-Proto from trusted peers only).
+    scheme, host and port come from each of ``public_urls`` when set (a proxy or ingress in
+    front, one entry per name the service is reached under), else from what the WSGI server
+    derived (Host, and X-Forwarded-Proto from trusted peers only).
     """
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
     if raw.startswith("/"):
@@ -96,10 +97,10 @@ def request_uri(environ: Mapping[str, Any], public_url: str | None) -> str:
     if _has_dot_segments(path):
         # RFC 3986 §6.2.2.3 would resolve them, but the app routes the path as sent (a <path:>
         # converter takes "../x" as its value): no proof names the resource this request gets.
-        return ""
-    if public_url is not None:
-        return public_url + path
+        return ()
+    if public_urls:
+        return tuple(public_url + path for public_url in public_urls)
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
     if any(c in host for c in "/\\@?# "):
         host = ""  # no URI normalises without a host: the htu check refuses
-    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}{path}"
+    return (f"{environ.get('wsgi.url_scheme', 'http')}://{host}{path}",)

@@ -54,7 +54,7 @@ def init_app(app: Flask, settings: Settings, prefork: Prefork | None = None) -> 
         if store is None:
             store = table_for(settings.dpop)
         proofs = dpop.verifier_for(settings, store)
-        validators["dpop"] = DPoPTokenValidator(verifier, proofs, settings.public_url, **mtls)
+        validators["dpop"] = DPoPTokenValidator(verifier, proofs, settings.public_urls, **mtls)
         app.after_request(_send_nonce)
     challenges = Challenges(
         settings.dpop.mode, settings.dpop.algorithms, resource_metadata.metadata_url(settings)

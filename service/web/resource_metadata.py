@@ -28,12 +28,11 @@ bp = Blueprint("resource_metadata", __name__)
 
 
 def resource_identifier(settings: Settings) -> str:
-    """RFC 9728 §2 ``resource``: the audience, spelled as PUBLIC_URL when that names it."""
-    public = settings.public_url
-    if public is not None and normalize(public) is not None and normalize(public) == normalize(
-        settings.audience
-    ):
-        return public
+    """RFC 9728 §2 ``resource``: the audience, spelled as a PUBLIC_URL entry when one names it."""
+    audience = normalize(settings.audience)
+    for public in settings.public_urls:
+        if audience is not None and normalize(public) == audience:
+            return public
     return settings.audience
 
 

@@ -17,7 +17,7 @@ from ..jose.errors import REALM
 from ..jose.errors import InsufficientScopeError
 from ..jose.errors import InsufficientUserAuthenticationError
 from ..jose.step_up import StepUp
-from ..jose.urls import request_uri
+from ..jose.urls import request_uris
 from ..jose.verifier import TokenVerifier
 from ..jose.verifier import deny
 
@@ -93,14 +93,14 @@ class DPoPTokenValidator(Auth0BearerTokenValidator):
         self,
         verifier: TokenVerifier,
         proofs: ProofVerifier,
-        public_url: str | None,
+        public_urls: tuple[str, ...],
         *,
         mtls: str = "disabled",
         cert_environ_key: str = "HTTP_X_CLIENT_CERT",
     ) -> None:
         super().__init__(verifier, mtls=mtls, cert_environ_key=cert_environ_key)
         self._proofs = proofs
-        self._public_url = public_url
+        self._public_urls = public_urls
 
     def check_proof(self, token: AccessToken, request: Any) -> None:
         """Check the binding and this request's proof: per request, never cached."""
@@ -113,7 +113,7 @@ class DPoPTokenValidator(Auth0BearerTokenValidator):
             # A gateway decision names the original request's method and URI (its own are
             # /auth/check's); own routes use this request's.
             method=request.method or environ["REQUEST_METHOD"],
-            url=request.uri or request_uri(environ, self._public_url),
+            url=request.uri or request_uris(environ, self._public_urls),
             access_token=request.credentials,
             jkt=jkt,
         )

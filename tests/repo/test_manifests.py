@@ -563,3 +563,16 @@ def test_gateway_overlay_admits_only_the_gateway_namespace_to_the_app_port() -> 
     assert http_rule["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway-system"}}}
     ]
+
+
+def test_prod_and_compose_name_the_urls_clients_call_for_dpop() -> None:
+    """PUBLIC_URL is set where DPoP is on: htu never follows the client's own Host header."""
+    objects = rendered("prod")
+    prod = Settings.from_env(container_env(objects, api_container(api_deployment(objects))))
+    assert prod.dpop != "disabled" and prod.public_urls == ("https://api.example.com",)
+    compose = Settings.from_env(compose_env("api", {}))
+    assert compose.public_urls == ("http://127.0.0.1:3010", "http://localhost:3010")
+    moved = Settings.from_env(compose_env("api", {"API_HOST_PORT": "4010"}))
+    assert moved.public_urls == ("http://127.0.0.1:4010", "http://localhost:4010")
+    own = Settings.from_env(compose_env("api", {"PUBLIC_URL": "https://api.example.com"}))
+    assert own.public_urls == ("https://api.example.com",)
