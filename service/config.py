@@ -6,6 +6,7 @@ the settings table in docs/settings.md is checked against the same facts.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -118,6 +119,16 @@ DEFAULTS: Final[dict[str, tuple[str, str]]] = {
         "131072",
         "proof ids remembered per pod (3.4 MiB): 384 unique proofs/s measured, one key an eighth.",
     ),
+    "AUTH0_DPOP_REPLAY_TIMEOUT": (
+        "0.05",
+        "seconds per Redis command (connect or reply): many round trips in a region, and an outage's "
+        "503 stays fast; never retried.",
+    ),
+    "AUTH0_DPOP_REPLAY_FAIL": (
+        "closed",
+        "Redis down: DPoP answers 503 ('closed'), or the pod-local table decides ('open', an explicit "
+        "choice: single-use per pod only).",
+    ),
     "AUTH0_MTLS": (
         "allowed",
         "check certificate-bound tokens (RFC 8705) and accept unbound ones, as Auth0's SDKs do "
@@ -191,6 +202,9 @@ NO_DEFAULT: Final[dict[str, str]] = {
     ),
     "AUTH0_MAX_TOKEN_AGE": "seconds: iat is required and may be at most this old (express's maxTokenAge).",
     "PUBLIC_URL": "the external URL(s) clients call, comma-separated: DPoP htu, RFC 9728 metadata.",
+    "AUTH0_DPOP_REPLAY_URL": "redis:// or rediss:// URL of the shared DPoP replay store; unset: per pod.",
+    "AUTH0_DPOP_REPLAY_PASSWORD_FILE": "file holding the Redis password (a Secret), newline dropped.",
+    "AUTH0_DPOP_REPLAY_PREFIX": "Redis key prefix; unset, derived from AUTH0_AUDIENCE (one per API).",
     "RESOURCE_NAME": "RFC 9728 resource_name of the metadata document.",
     "RESOURCE_DOCUMENTATION": "RFC 9728 resource_documentation URL of the metadata document.",
     "GATEWAY_POLICY": "gateway mode: the YAML policy file /auth/check decides by; unset, no /auth/check.",
@@ -384,6 +398,8 @@ class DPoPSettings:
     nonce_secret: str | None = field(repr=False)
     nonce_step: int
     replay_capacity: int
+    #: The shared replay store (Redis, AUTH0_DPOP_REPLAY_*); None keeps the pod-local table.
+    replay_store: RedisSettings | None = None
 
     @property
     def enabled(self) -> bool:
@@ -410,6 +426,7 @@ def dpop_settings(env: Mapping[str, str]) -> DPoPSettings:
         nonce_secret=env.get("AUTH0_DPOP_NONCE_SECRET", "").strip() or None,
         nonce_step=int(reader.number("AUTH0_DPOP_NONCE_STEP", minimum=1, maximum=3600)),
         replay_capacity=int(reader.number("AUTH0_DPOP_REPLAY_CAPACITY", minimum=1024, maximum=1 << 24)),
+        replay_store=redis_settings(env, env.get("AUTH0_AUDIENCE", "").strip()),
     )
 
 
@@ -436,6 +453,73 @@ def _resource_documentation(env: Mapping[str, str]) -> str | None:
     if documentation is not None:
         _check_url("RESOURCE_DOCUMENTATION", documentation)
     return documentation
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """The shared DPoP replay store: where it is, how long to wait, what to do when it fails."""
+
+    url: str = field(repr=False)
+    password: str | None = field(repr=False)
+    timeout: float
+    fail_open: bool
+    prefix: str
+
+
+#: URL schemes of Redis (and Valkey): plain TCP and TLS.
+_REDIS_SCHEMES = ("redis", "rediss")
+
+
+def redis_settings(env: Mapping[str, str], audience: str) -> RedisSettings | None:
+    """AUTH0_DPOP_REPLAY_*: None without a URL (the pod-local table)."""
+    url = env.get("AUTH0_DPOP_REPLAY_URL", "").strip()
+    if not url:
+        return None
+    reader = _Reader(env)
+    # The URL may carry a password: errors name the variable and the fault, never the value.
+    parts = urlsplit(url)
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ConfigError("AUTH0_DPOP_REPLAY_URL: must start with redis:// or rediss:// (TLS)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    database = parts.path.lstrip("/")
+    if not parts.hostname or port == 0 or (database and not database.isdigit()) or parts.fragment:
+        raise ConfigError("AUTH0_DPOP_REPLAY_URL: must be redis[s]://[[user]:password@]host[:port][/db]")
+    password = None
+    password_file = env.get("AUTH0_DPOP_REPLAY_PASSWORD_FILE", "").strip()
+    if password_file:
+        if parts.password is not None:
+            raise ConfigError(
+                "AUTH0_DPOP_REPLAY_PASSWORD_FILE: the URL carries a password too; keep one of them"
+            )
+        try:
+            with open(password_file, encoding="utf-8") as handle:
+                # A Secret written with `echo` ends in a newline that is no part of the password.
+                password = handle.read().removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"AUTH0_DPOP_REPLAY_PASSWORD_FILE: cannot read {password_file!r}: {error}"
+            ) from None
+    fail = reader.get("AUTH0_DPOP_REPLAY_FAIL").lower()
+    if fail not in ("closed", "open"):
+        raise ConfigError(f"AUTH0_DPOP_REPLAY_FAIL: {fail!r} must be 'closed' or 'open'")
+    prefix = env.get("AUTH0_DPOP_REPLAY_PREFIX", "").strip() or default_replay_prefix(audience)
+    if len(prefix) > 128 or not prefix.isprintable() or " " in prefix:
+        raise ConfigError("AUTH0_DPOP_REPLAY_PREFIX: must be at most 128 printable characters, no spaces")
+    return RedisSettings(
+        url=url,
+        password=password,
+        timeout=reader.number("AUTH0_DPOP_REPLAY_TIMEOUT", minimum=0.001, maximum=10),
+        fail_open=fail == "open",
+        prefix=prefix,
+    )
+
+
+def default_replay_prefix(audience: str) -> str:
+    """One API's key prefix: the same on every pod of an audience, another for any other audience."""
+    return "dpop-jti:" + hashlib.sha256(audience.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

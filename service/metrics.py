@@ -83,6 +83,20 @@ GATEWAY_HEADERS_OMITTED = Counter(
 )
 
 #: Methods counted by name; anything else is "other" so clients cannot mint label values.
+#: One Redis round trip on loopback is ~50 µs, across a zone ~1 ms; AUTH0_DPOP_REPLAY_TIMEOUT caps it.
+_REPLAY_STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+DPOP_REPLAY_STORE = Counter(
+    "dpop_replay_store_requests_total",
+    "Shared DPoP replay store (Redis) requests: first (recorded), replay (seen before) or error.",
+    ["result"],
+)
+DPOP_REPLAY_STORE_DURATION = Histogram(
+    "dpop_replay_store_duration_seconds",
+    "Round trip of one shared DPoP replay store command, answered or timed out.",
+    ["store"],
+    buckets=_REPLAY_STORE_BUCKETS,
+)
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -138,6 +152,24 @@ def precreate(version: str, revision: str) -> None:
     _token_cache_hit.inc(0)
     _token_cache_miss.inc(0)
     BUILD_INFO.labels(version, revision).set(1)
+
+
+_replay_store_request = _resolver(DPOP_REPLAY_STORE)
+_replay_store_duration = _resolver(DPOP_REPLAY_STORE_DURATION)
+
+
+def track_replay_store() -> None:
+    """Pre-create the replay store's series (first, replay, error at 0) when Redis is configured."""
+    for result in ("first", "replay", "error"):
+        _replay_store_request(result).inc(0)
+    _replay_store_duration("redis")
+
+
+def replay_store_request(result: str, duration: float | None) -> None:
+    """Count one replay store request and time its round trip (None: not sent, backing off)."""
+    _replay_store_request(result).inc()
+    if duration is not None:
+        _replay_store_duration("redis").observe(duration)
 
 
 def track_issuer(issuer: str) -> None:

@@ -17,6 +17,7 @@ import mmap
 import os
 import struct
 
+from ..config import DPoPSettings
 from .replay import Verdict
 from .replay import key_share
 from .shared_map import SharedMap
@@ -39,6 +40,7 @@ class KeyShares:
 
     def __init__(self, capacity: int, lifetime: float) -> None:
         self.share = key_share(capacity)
+        self.lifetime = lifetime
         self.epoch_seconds = max(1, math.ceil(lifetime / (EPOCHS - 2)))
         self._buckets = max(2, int(capacity * RECORDS_PER_ENTRY) // BUCKET)
         self._secret = os.urandom(32)
@@ -115,3 +117,10 @@ class KeyShares:
         newest = record[1]
         oldest = max(current, newest - EPOCHS + 1)
         return sum(record[2 + epoch % EPOCHS] for epoch in range(oldest, newest + 1))
+
+
+
+def shares_for(dpop: DPoPSettings) -> KeyShares:
+    """Key shares sized for these settings, for a store kept elsewhere (Redis): the gunicorn
+    master makes the pod's one (jose.prefork), so every worker counts in the same map."""
+    return KeyShares(dpop.replay_capacity, dpop.iat_offset + dpop.iat_leeway)

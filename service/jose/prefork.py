@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from ..config import DPoPSettings
 from . import nonce
+from .key_shares import KeyShares
+from .key_shares import shares_for
 from .replay import ReplayStore
 from .replay_table import table_for
 
@@ -20,8 +22,11 @@ from .replay_table import table_for
 class Prefork:
     """Pod-wide state: made once in the master, mapped or inherited by every worker."""
 
-    #: The DPoP replay table (RFC 9449 §11.1) every worker of the pod maps; None without DPoP.
+    #: The DPoP replay table (RFC 9449 §11.1) every worker of the pod maps; None without DPoP,
+    #: and with a Redis store (AUTH0_DPOP_REPLAY_URL) unless it fails open to this table.
     replay: ReplayStore | None = None
+    #: With a Redis store: the per-key shares every worker of the pod counts in.
+    shares: KeyShares | None = None
 
 
 _from_master: Prefork | None = None
@@ -36,7 +41,14 @@ def make(dpop: DPoPSettings) -> Prefork:
         # re-executes the master with this environment, so the new generation of workers derives
         # the same nonces and the nonces clients hold stay valid across the upgrade (RFC 9449 §9).
         nonce.ensure_secret(os.environ)
-    return Prefork(replay=table_for(dpop))
+    redis = dpop.replay_store
+    if redis is None:
+        return Prefork(replay=table_for(dpop))
+    # Redis itself is reached from the workers only, each after the fork, on first use.
+    if redis.fail_open:
+        table = table_for(dpop)
+        return Prefork(replay=table, shares=table.shares)
+    return Prefork(shares=shares_for(dpop))
 
 
 def hand_to_workers(state: Prefork) -> None:

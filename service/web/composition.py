@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Flask
@@ -14,9 +15,13 @@ from ..jose import dpop
 from ..jose.errors import Challenges
 from ..jose.jwks_cache import FetchEvent
 from ..jose.jwks_cache import JWKSCache
+from ..jose.key_shares import shares_for
 from ..jose.prefork import Prefork
 from ..jose.prefork import from_master
 from ..jose.replay import ReplayStore
+from ..jose.replay_redis import RedisReplayStore
+from ..jose.replay_redis import StateChange
+from ..jose.replay_table import ReplayTable
 from ..jose.replay_table import table_for
 from ..jose.verifier import verifier_for
 from ..logs import get_logger
@@ -50,9 +55,7 @@ def init_app(app: Flask, settings: Settings, prefork: Prefork | None = None) -> 
     store: ReplayStore | None = None
     if dpop_on:
         pod = prefork if prefork is not None else from_master()
-        store = pod.replay if pod is not None else None
-        if store is None:
-            store = table_for(settings.dpop)
+        store = replay_store(settings, pod)
         proofs = dpop.verifier_for(settings, store)
         validators["dpop"] = DPoPTokenValidator(verifier, proofs, settings.public_urls, **mtls)
         app.after_request(_send_nonce)
@@ -69,6 +72,55 @@ def init_app(app: Flask, settings: Settings, prefork: Prefork | None = None) -> 
     )
     app.extensions[KEY] = state
     return state
+
+
+def replay_store(settings: Settings, pod: Prefork | None) -> ReplayStore:
+    """The DPoP replay store: Redis when AUTH0_DPOP_REPLAY_URL is set, else the pod-local table.
+
+    ``pod`` holds what the gunicorn master made before the fork (the table, the key shares), so
+    every worker shares them; without a master this app makes its own. The Redis store connects
+    from each worker on first use, never here.
+    """
+    redis = settings.dpop.replay_store
+    if redis is None:
+        table = pod.replay if pod is not None else None
+        return table if table is not None else table_for(settings.dpop)
+    metrics.track_replay_store()
+    fallback: ReplayTable | None = None
+    shares = pod.shares if pod is not None else None
+    if redis.fail_open:
+        # The pod's table decides during an outage; its key shares count Redis's entries too.
+        made = pod.replay if pod is not None else None
+        fallback = made if isinstance(made, ReplayTable) else table_for(settings.dpop)
+        shares = fallback.shares
+    return RedisReplayStore(
+        redis.url,
+        password=redis.password,
+        timeout=redis.timeout,
+        prefix=redis.prefix,
+        shares=shares if shares is not None else shares_for(settings.dpop),
+        fallback=fallback,
+        on_request=lambda event: metrics.replay_store_request(event.result, event.duration),
+        on_state=functools.partial(_replay_store_state, fail="open" if redis.fail_open else "closed"),
+    )
+
+
+def _replay_store_state(change: StateChange, *, fail: str) -> None:
+    """One log line per change of a worker's link to Redis: down (warning) and up again (info)."""
+    if change.up:
+        log.info("dpop_replay_store_up", store="redis")
+    else:
+        log.warning("dpop_replay_store_down", store="redis", error=change.error, fail=fail)
+
+
+def replay_store_health(app: Flask) -> dict[str, Any] | None:
+    """The replay store's state for /readyz (None with DPoP disabled)."""
+    store = state_of(app).replay
+    if store is None:
+        return None
+    if isinstance(store, RedisReplayStore):
+        return store.health()
+    return {"store": "pod-local"}
 
 
 def _send_nonce(response: Response) -> Response:

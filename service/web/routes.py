@@ -15,6 +15,7 @@ from flask import jsonify
 from ..config import REQUIRED_PERMISSION
 from ..jose.jwks_cache import JWKSCache
 from .composition import jwks_caches
+from .composition import replay_store_health
 from .protector import require_auth
 
 #: How often /readyz looks again at several issuers' first fetches.
@@ -92,9 +93,12 @@ def readyz() -> Response | tuple[Response, int]:
     _await_first_keys(caches)
     issuers = [_issuer_state(cache) for cache in caches]
     keys = sum(state["keys"] for state in issuers)
+    # The DPoP replay store's state is shown, never decisive: a Redis outage fails DPoP requests
+    # (503), not the pod, whose Bearer traffic is unaffected.
+    store = {"replay_store": state} if (state := replay_store_health(current_app)) else {}
     if any(state["keys"] for state in issuers):
-        return jsonify(status="ready", keys=keys, issuers=issuers)
-    return jsonify(status="unavailable", reason="no usable signing keys", issuers=issuers), 503
+        return jsonify(status="ready", keys=keys, issuers=issuers, **store)
+    return jsonify(status="unavailable", reason="no usable signing keys", issuers=issuers, **store), 503
 
 
 def _await_first_keys(caches: list[JWKSCache]) -> None:

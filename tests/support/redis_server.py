@@ -20,6 +20,8 @@ from types import TracebackType
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.support.procs import free_port
 
@@ -48,6 +50,7 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="test-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
+        self._clients: list[redis.Redis] = []
 
     @property
     def url(self) -> str:
@@ -104,6 +107,9 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server by its PID (SIGKILL: an outage, not a shutdown; nothing is persisted)."""
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         proc, self.proc = self.proc, None
         if proc is None:
             return
@@ -134,15 +140,18 @@ class RedisServer:
         self.paused = False
 
     def client(self) -> redis.Redis:
-        """A redis-py client for the test's own inspection (keys, TTLs), with short timeouts."""
-        return redis.Redis(
+        """A redis-py client for the test's own inspection (keys, TTLs), closed by stop()."""
+        client = redis.Redis(
             host="127.0.0.1",
             port=self.port,
             password=self.password,
             socket_timeout=2,
             socket_connect_timeout=2,
             decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
         )
+        self._clients.append(client)
+        return client
 
     def log(self) -> str:
         """The server's own log so far (for failure messages)."""
