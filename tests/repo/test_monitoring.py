@@ -40,6 +40,7 @@ PROMISED_ALERTS = {
     "MetricsTargetDown",
     "AuthDecisionLatencyHigh",
     "HTTP5xxRatioHigh",
+    "DPoPReplayStoreErrors",
 }
 #: Series Prometheus itself adds to every scrape or evaluation.
 _PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
