@@ -41,15 +41,23 @@ nginx_tag() {
   sed -n 's#^[[:space:]]*image:[[:space:]]*nginx:\([^[:space:]]*\).*#\1#p' docker-compose.yml | head -n 1
 }
 
-# Container tooling (podman, stand-in python, prom/prometheus and nginx images, podman-compose and
-# Docker Compose v2 as `docker compose`); idempotent.
+# The Redis tag docker-compose.yml pins (its `redis` service, the DPoP replay store).
+redis_tag() {
+  sed -n 's#^[[:space:]]*image:[[:space:]]*redis:\([^[:space:]]*\).*#\1#p' docker-compose.yml | head -n 1
+}
+
+# Container tooling (podman, stand-in python, prom/prometheus, nginx and redis images,
+# podman-compose and Docker Compose v2 as `docker compose`); idempotent.
 container_setup() {
-  local tag ngx
+  local tag ngx redis
   tag="$(prometheus_tag)"
   [ -n "$tag" ] || die "no prom/prometheus:<tag> in docker-compose.yml"
   ngx="$(nginx_tag)"
   [ -n "$ngx" ] || die "no nginx:<tag> in docker-compose.yml"
+  redis="$(redis_tag)"
+  [ -n "$redis" ] || die "no redis:<tag> in docker-compose.yml"
   WITH_COMPOSE_V2=1 WITH_PROMETHEUS=1 PROMETHEUS_TAGS="$tag" WITH_NGINX=1 NGINX_TAGS="$ngx" \
+    WITH_REDIS=1 REDIS_TAGS="$redis" \
     bash "$CONTAINER_TOOLS/setup.sh"
 }
 

@@ -9,6 +9,7 @@ kubectl is missing; CI's k8s stage requires it); the base is read from its files
 from __future__ import annotations
 
 import ast
+import base64
 import re
 import shutil
 import subprocess
@@ -163,13 +164,18 @@ def api_container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def container_env(objects: tuple[dict[str, Any], ...], container: dict[str, Any]) -> dict[str, str]:
-    """The environment a container gets: envFrom ConfigMaps, then env values."""
+    """The environment a container gets: envFrom ConfigMaps, then env values and Secret keys."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         ref = source["configMapRef"]["name"]
         env.update(one(objects, "ConfigMap", ref)["data"])
     for item in container.get("env", []):
-        env[item["name"]] = str(item["value"])
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        else:  # a Secret's key (the rendered Secret carries it base64-encoded)
+            ref = item["valueFrom"]["secretKeyRef"]
+            encoded = one(objects, "Secret", ref["name"])["data"][ref["key"]]
+            env[item["name"]] = base64.b64decode(encoded).decode()
     return env
 
 
