@@ -87,7 +87,7 @@ def test_dev_reaches_its_own_redis_and_only_the_api_may() -> None:
     objects = rendered("dev")
     env = container_env(objects, api_container(api_deployment(objects)))
     settings = Settings.from_env(env)
-    assert settings.dpop_replay_store is not None and not settings.dpop_replay_store.fail_open
+    assert settings.dpop.replay_store is not None and not settings.dpop.replay_store.fail_open
     url = urlsplit(env["AUTH0_DPOP_REPLAY_URL"])
     service = one(objects, "Service", url.hostname)
     assert [p["port"] for p in service["spec"]["ports"]] == [url.port]
@@ -107,8 +107,8 @@ def test_dev_reaches_its_own_redis_and_only_the_api_may() -> None:
 
 def test_compose_runs_the_api_against_its_redis_service() -> None:
     settings = Settings.from_env(compose_env("api", {}))
-    assert settings.dpop_replay_store is not None
-    assert urlsplit(settings.dpop_replay_store.url).hostname == "redis"
+    assert settings.dpop.replay_store is not None
+    assert urlsplit(settings.dpop.replay_store.url).hostname == "redis"
     redis = compose()["services"]["redis"]
     assert redis["image"] == "redis:7"
     assert "ports" not in redis  # reached by the api on the compose network only
