@@ -188,6 +188,10 @@ def test_a_client_sent_certificate_header_never_reaches_the_service(fronts, pki,
     # Sent straight to the service (around the proxy) the forged header would pass: the reason
     # the proxy must overwrite it, and the service must not be reachable around it.
     assert front.server.get("/api/private", token=token, headers=forged).status == 200
+    # Neither the certificate nor the token is ever logged.
+    body = pki.mine.pem.splitlines()[1]
+    output = front.server.stdout() + front.server.stderr()
+    assert body not in output and certs.nginx_escaped(pki.mine)[:80] not in output and token not in output
 
 
 @pytest.fixture(scope="module")
