@@ -11,6 +11,7 @@ import base64
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +93,11 @@ class ProofVerifier:
         iat_leeway: int,
         replay: ReplayStore,
         nonces: NonceIssuer | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._algorithms = frozenset(algorithms)
+        #: Wall-clock seconds: iat is a NumericDate (RFC 7519 §2).
+        self._clock = clock
         self._offset = iat_offset
         self._leeway = iat_leeway
         self._replay = replay
@@ -123,7 +127,7 @@ class ProofVerifier:
         fresh_nonce = self._check_nonce(claims)
         # RFC 9449 §11.1: a jti is single-use for as long as its iat would be accepted.
         verdict = self._replay.first_use(
-            key.thumbprint, claims["jti"], claims["iat"] + self._offset, time.time()
+            key.thumbprint, claims["jti"], claims["iat"] + self._offset, self._clock()
         )
         if verdict is Verdict.REPLAY:
             raise refuse("dpop_replay")
@@ -180,7 +184,7 @@ class ProofVerifier:
         iat = claims.get("iat")
         if not is_numeric_date(iat):
             raise refuse("dpop_iat")
-        now = time.time()
+        now = self._clock()
         if not now - self._offset <= iat <= now + self._leeway:
             raise refuse("dpop_iat")
         if access_token is not None and claims.get("ath") != access_token_hash(access_token):

@@ -146,7 +146,11 @@ def test_metrics_output_is_prometheus_text(server: Server) -> None:
 
 
 def test_jwks_fetch_outcomes_are_counted(issuer: LocalIssuer, gunicorn: ServerFactory) -> None:
-    """Successful fetches match what the issuer served; a failed refresh counts as error."""
+    """Successful fetches match what the issuer served; a failed refresh counts as error.
+
+    While the issuer fails, an unknown kid cannot be decided: 503 with reason keys_pending
+    (docs/jwks-cache.md), and the refresh it asked for is counted as an error.
+    """
     server = gunicorn(issuer, workers=2, env={"AUTH0_JWKS_COOLDOWN": "1"})
     warm(server, issuer, 2)
     samples = server.metrics()
@@ -157,10 +161,11 @@ def test_jwks_fetch_outcomes_are_counted(issuer: LocalIssuer, gunicorn: ServerFa
     issuer.go_down()
     time.sleep(1.2)
     unknown = issuer.mint(key=Key.generate())
-    assert statuses(get_many(server, PRIVATE, [unknown] * 6, concurrency=3)) == [401] * 6
+    assert statuses(get_many(server, PRIVATE, [unknown] * 6, concurrency=3)) == [503] * 6
     assert eventually(
         lambda: metric_sum(server.metrics(), "jwks_fetches_total", outcome="error") >= 1, timeout=5
     )
+    assert metric_sum(server.metrics(), "auth_decisions_total", reason="keys_pending") == 6
     issuer.come_up()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,9 +28,17 @@ TOKEN = "header.payload.signature"
 KEY = ECKey.generate_key("P-256", private=True)
 
 
-def verifier(algorithms: tuple[str, ...] = ("ES256",), nonces: NonceIssuer | None = None) -> ProofVerifier:
+#: A fixed "now" for the iat window tests: the window's edges are exact, whatever the load.
+NOW = 1_800_000_000.25
+
+
+def verifier(
+    algorithms: tuple[str, ...] = ("ES256",),
+    nonces: NonceIssuer | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ProofVerifier:
     table = ReplayTable(1024, 330)
-    return ProofVerifier(algorithms, iat_offset=300, iat_leeway=30, replay=table, nonces=nonces)
+    return ProofVerifier(algorithms, iat_offset=300, iat_leeway=30, replay=table, nonces=nonces, clock=clock)
 
 
 def check(proof: str, *, v: ProofVerifier | None = None, method: str = "GET", url: str = URL,
@@ -171,14 +180,16 @@ def test_a_missing_htu_is_refused() -> None:
     assert reason_of(token) == "dpop_htu"
 
 
-@pytest.mark.parametrize("offset", [-301, 31])
-def test_iat_must_fall_within_the_window(offset: int) -> None:
-    assert reason_of(proof(claims={"iat": int(time.time()) + offset})) == "dpop_iat"
+@pytest.mark.parametrize("offset", [-301, -300.5, 30.5, 31])
+def test_iat_must_fall_within_the_window(offset: float) -> None:
+    frozen = verifier(clock=lambda: NOW)
+    assert reason_of(proof(claims={"iat": NOW + offset}), v=frozen) == "dpop_iat"
 
 
-@pytest.mark.parametrize("offset", [-290, 25])
-def test_iat_inside_the_window_is_accepted(offset: int) -> None:
-    assert check(proof(claims={"iat": int(time.time()) + offset})) is None
+@pytest.mark.parametrize("offset", [-300, -290, 0, 25, 30])
+def test_iat_inside_the_window_is_accepted(offset: float) -> None:
+    frozen = verifier(clock=lambda: NOW)
+    assert check(proof(claims={"iat": NOW + offset}), v=frozen) is None
 
 
 @pytest.mark.parametrize("iat", [None, "now", True])
