@@ -42,7 +42,7 @@ PREFIX = "/auth/check"
 MAX_HEADER_CHARS = 256
 _EXTENSION = "gateway"
 _NO_RULE_BODY = (
-    b'{"error": "access_denied", "error_description": "No gateway policy rule allows this request."}'
+    b'{"error":"access_denied","error_description":"No gateway policy rule allows this request."}\n'
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +314,8 @@ def test_no_rule_is_403_no_rule_counted_unmatched(
     assert response.status_code == 403
     body = response.get_json()
     assert body["error"] and body["error_description"]
+    # Compact with a newline, as jsonify renders every other answer of the service.
+    assert response.data == json.dumps(body, separators=(",", ":")).encode() + b"\n"
     assert response.headers["Cache-Control"] == "no-store"
     assert decisions("unmatched", "deny", "no_rule") == before + 1
 
