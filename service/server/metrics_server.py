@@ -10,6 +10,7 @@ from accept to its last byte out. Standard library plus prometheus_client only: 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -43,7 +44,15 @@ _ACCEPTS_PER_TURN = 64
 
 _log = logging.getLogger("service.server.metrics_server")
 
-_NOT_FOUND = b'{"error":"not_found","error_description":"Only /metrics is served here."}'
+#: Refusal bodies: compact JSON and a newline, as the app port's jsonify renders its errors.
+_ERRORS = {
+    400: ("invalid_request", "The request is malformed."),
+    404: ("not_found", "Only /metrics is served here."),
+    405: ("method_not_allowed", "Only GET and HEAD are served here."),
+    408: ("timeout", "The request was not received in time."),
+    431: ("header_too_large", "The request head is too large."),
+    503: ("busy", "Too many scrapes at once; retry."),
+}
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -70,10 +79,10 @@ def _response(
 
 def _refusal(status: int) -> bytes:
     """A short JSON refusal for a request that is never served."""
-    error = {400: "invalid_request", 408: "timeout", 431: "header_too_large", 503: "busy"}[status]
-    body = b'{"error":"%s"}' % error.encode()
-    extra = [("Retry-After", "1")] if status == 503 else []
-    return _response(status, [("Content-Type", "application/json"), *extra], body)
+    error, description = _ERRORS[status]
+    body = json.dumps({"error": error, "error_description": description}, separators=(",", ":")) + "\n"
+    extra = [("Retry-After", "1")] if status == 503 else [("Allow", "GET, HEAD")] if status == 405 else []
+    return _response(status, [("Content-Type", "application/json"), *extra], body.encode())
 
 
 def _head_end(buffer: bytearray, start: int) -> int:
@@ -106,9 +115,9 @@ def answer(head: bytes, app: WsgiApp) -> bytes:
         return _refusal(400)
     path, _, query = target.partition("?")
     if path != "/metrics":
-        return _response(404, [("Content-Type", "application/json")], _NOT_FOUND)
+        return _refusal(404)
     if method not in ("GET", "HEAD"):
-        return _response(405, [("Allow", "GET, HEAD")])
+        return _refusal(405)
     environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query}
     for name in ("accept", "accept-encoding"):
         if name in fields:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -215,3 +216,16 @@ def test_the_masters_listener_scrapes_without_a_lock_file(tmp_path: Path) -> Non
         listener.close()
     assert reply.startswith(b"HTTP/1.1 200 ") and b"metrics_files_skipped 0.0" in reply
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 408, 431, 503])
+def test_every_refusal_is_a_compact_json_error_like_the_app_ports(status: int) -> None:
+    heads = {400: b"GET /metrics HTTP/1.1\r\n\r\n", 404: b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n",
+             405: b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n"}
+    reply = answer(heads[status], _app()) if status in heads else metrics_server._refusal(status)
+    assert reply.startswith(b"HTTP/1.1 %d " % status)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"\r\nContent-Type: application/json\r\n" in head
+    parsed = json.loads(body)
+    assert set(parsed) == {"error", "error_description"}
+    assert body == json.dumps(parsed, separators=(",", ":")).encode() + b"\n"
