@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from tests.support.appkit import bearer
+from tests.support.appkit import client_for
 from tests.support.issuer import LocalIssuer
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -66,6 +67,29 @@ def test_each_challenge_in_the_readme_error_table_matches_the_bytes_sent(
         assert any(
             regex.fullmatch(value) for values in sent.values() for value in values
         ), f"README {status} row {template!r} matches none of {sent}"
+
+
+def test_with_public_url_each_challenge_is_the_readmes_plus_the_resource_metadata_it_states(
+    module_issuer: LocalIssuer,
+) -> None:
+    """bin/dev, compose and the prod overlay set PUBLIC_URL: the walk-through's bytes end with
+    RFC 9728's resource_metadata, which the README states next to its table."""
+    suffix = ', resource_metadata="..."'
+    section = README[README.index("**Errors (RFC 6750).**"):README.index("Nothing a client sends")]
+    assert f"`{suffix}`" in section and "PUBLIC_URL" in section
+    client = client_for(module_issuer, PUBLIC_URL="https://api.example.com")
+    def challenges(path: str, headers: dict[str, str] | None = None) -> list[str]:
+        return client.get(path, headers=headers).headers.getlist("WWW-Authenticate")
+
+    sent = {
+        401: challenges("/api/private") + challenges("/api/private", bearer("nonsense")),
+        403: challenges("/api/private-scoped", bearer(module_issuer.mint(scope=None))),
+        400: challenges("/api/private", {"Authorization": "Bearer a b"}),
+    }
+    for status, templates in error_table().items():
+        for template in templates:
+            regex = pattern(template + suffix)
+            assert any(regex.fullmatch(value) for value in sent[status]), (template, sent[status])
 
 
 def test_troubleshooting_has_the_reason_a_token_for_another_api_gets(
