@@ -51,11 +51,13 @@ def test_token_carries_the_scopes_and_claims_asked_for_and_passes_a_claim_checke
     assert claims["scope"] == "read:orders write:orders"
     assert claims["org_id"] == "org_123"
     assert claims["sub"] == "dev-client@clients"
-    app = orders_example.create_app(settings_for(module_issuer)).test_client()
-    created = app.post("/api/orders", headers=bearer(token))
-    assert created.status_code == 201, created.json
-    assert created.json == {"created": True, "org": "org_123"}
-    assert app.get("/api/orders/7", headers=bearer(token)).status_code == 200
+    # Outside capsys: the app's log handler must not keep this test's captured stdout.
+    with capsys.disabled():
+        app = orders_example.create_app(settings_for(module_issuer)).test_client()
+        created = app.post("/api/orders", headers=bearer(token))
+        assert created.status_code == 201, created.json
+        assert created.json == {"created": True, "org": "org_123"}
+        assert app.get("/api/orders/7", headers=bearer(token)).status_code == 200
 
 
 def test_default_clients_are_kept(module_issuer: LocalIssuer, capsys: pytest.CaptureFixture[str]) -> None:
