@@ -389,3 +389,17 @@ def test_a_dpop_nonce_challenge_carries_the_nonce(module_issuer: LocalIssuer, po
         "/auth/check", headers={**original("/api/bound"), **dpop(token, url, nonce=nonce)}
     )
     assert second.status_code == 200
+
+
+def test_dpop_htm_is_the_original_method_not_the_subrequests(
+    client: FlaskClient, module_issuer: LocalIssuer
+) -> None:
+    """nginx's auth subrequest is always a GET: a proof for the client's POST must pass, one for GET not."""
+    token = module_issuer.mint({"cnf": {"jkt": KEY.thumbprint()}})
+    url = f"{GATEWAY_URL}/api/catalog/items"
+    posted = {**original("/api/catalog/items", "POST"), **dpop(token, url, "POST")}
+    assert client.get("/auth/check", headers=posted).status_code == 200
+    as_get = {**original("/api/catalog/items", "POST"), **dpop(token, url, "GET")}
+    response = client.get("/auth/check", headers=as_get)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "invalid_dpop_proof"
