@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from flask import Flask
@@ -41,6 +42,9 @@ PREFIX = "/auth/check"
 #: A header value the upstream gets: RFC 9110 §5.5 field-value, bounded.
 MAX_HEADER_CHARS = 256
 _EXTENSION = "gateway"
+_NO_STORE = [("Cache-Control", "no-store")]
+#: Tokens whose allow headers are kept (a cached token's are computed once); cleared when full.
+_HEADER_SETS = 1024
 _NO_RULE_BODY = (
     b'{"error":"access_denied","error_description":"No gateway policy rule allows this request."}\n'
 )
@@ -62,6 +66,8 @@ class Gateway:
     policy: Policy
     rules: dict[str, CompiledRule]
     claim_headers: tuple[tuple[str, str], ...]
+    #: id(token) -> (token, allow headers, omitted header names): bounded by _HEADER_SETS.
+    headers: dict[int, tuple[Any, list[tuple[str, str]], tuple[str, ...]]] = field(default_factory=dict)
 
 
 def check(rest: str | None = None) -> Response:
@@ -94,7 +100,7 @@ def check(rest: str | None = None) -> Response:
     )
     if isinstance(outcome, Response):
         return outcome
-    return _allow(outcome, gateway.claim_headers)
+    return _allow(outcome, gateway)
 
 
 _MALFORMED = "The gateway's description of the original request is malformed."
@@ -107,11 +113,29 @@ def _no_rule() -> Response:
     )
 
 
-def _allow(token: AccessToken | None, claim_headers: tuple[tuple[str, str], ...]) -> Response:
+def _allow(token: AccessToken | None, gateway: Gateway) -> Response:
     """200 with an empty body; the identity headers when a token was verified."""
-    headers = [("Cache-Control", "no-store")]
     if token is None:
-        return Response(b"", status=200, headers=headers)
+        return Response(b"", status=200, headers=_NO_STORE)
+    found = gateway.headers.get(id(token))
+    # The verified-token cache hands out the same AccessToken for the same token string: its
+    # headers are computed once. The entry keeps the token alive, so its id is not reused.
+    if found is None or found[0] is not token:
+        if len(gateway.headers) >= _HEADER_SETS:
+            gateway.headers.clear()
+        found = gateway.headers[id(token)] = (token, *_identity(token, gateway.claim_headers))
+    _, headers, omitted = found
+    for name in omitted:
+        metrics.gateway_header_omitted(name).inc()
+    return Response(b"", status=200, headers=headers)
+
+
+def _identity(
+    token: AccessToken, claim_headers: tuple[tuple[str, str], ...]
+) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """The allow's headers for a token, and the names of those left out as unfit."""
+    headers = list(_NO_STORE)
+    omitted: list[str] = []
     for name, value in (
         ("X-Auth-Subject", token.sub),
         ("X-Auth-Client", token.client),
@@ -123,11 +147,10 @@ def _allow(token: AccessToken | None, claim_headers: tuple[tuple[str, str], ...]
             continue
         text = header_value(value)
         if text is None:
-            metrics.gateway_header_omitted(name).inc()
+            omitted.append(name)
         else:
             headers.append((name, text))
-    # One list for the constructor: cheaper than setting each header on a built response.
-    return Response(b"", status=200, headers=headers)
+    return headers, tuple(omitted)
 
 
 def header_value(value: Any) -> str | None:

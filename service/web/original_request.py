@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+from typing import NamedTuple
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
@@ -31,9 +31,8 @@ class MalformedOriginalRequest(ValueError):
     """The gateway's description of the original request is present but unusable."""
 
 
-@dataclass(frozen=True, slots=True)
-class OriginalRequest:
-    """The request the client sent to the gateway."""
+class OriginalRequest(NamedTuple):
+    """The request the client sent to the gateway (a tuple: built on every decision, cheaply)."""
 
     method: str
     scheme: str
