@@ -16,6 +16,8 @@ from typing import Any
 from dev_issuer.keys import SigningKey
 
 UNTAGGED = "untagged"
+#: Longest a held JWKS answer waits for its release: a forgotten hold never hangs a thread for good.
+_HOLD_MAX = 60.0
 # Tags come from the query string; a bound keeps a long-running issuer's memory flat.
 _MAX_TAGS = 1000
 
@@ -43,6 +45,8 @@ class IssuerControl:
         self.discovery_override: CannedResponse | None = None
         self.cache_control = cache_control
         self.delay = 0.0
+        self._hold: threading.Event | None = None
+        self._hold_from = 0
         self.jwks_fetches = 0
         self.discovery_fetches = 0
         self.fetches_by_tag: Counter[str] = Counter()
@@ -101,9 +105,29 @@ class IssuerControl:
             if tag in self.fetches_by_tag or len(self.fetches_by_tag) < _MAX_TAGS:
                 self.fetches_by_tag[tag] += 1
             override, delay = self.jwks_override, self.delay
+            hold = self._hold if self.jwks_fetches >= self._hold_from else None
         if delay:
             time.sleep(delay)
+        if hold is not None:
+            hold.wait(_HOLD_MAX)
         return override
+
+    def hold(self, from_fetch: int = 0) -> threading.Event:
+        """Hold JWKS answers (counted on arrival) until the returned event is set.
+
+        Only fetches numbered ``from_fetch`` or later (``jwks_fetches`` once counted) are held.
+        """
+        gate = threading.Event()
+        with self._lock:
+            self._hold, self._hold_from = gate, from_fetch
+        return gate
+
+    def release(self) -> None:
+        """Let every held JWKS answer go, and hold no more."""
+        with self._lock:
+            gate, self._hold = self._hold, None
+        if gate is not None:
+            gate.set()
 
     def count_discovery_fetch(self) -> CannedResponse | None:
         """Count a discovery fetch and return any override."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from typing import Any
 
@@ -117,7 +118,8 @@ class LocalIssuer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket."""
+        """Stop serving and close the listening socket (held JWKS answers are let go first)."""
+        self._control.release()
         self._server.stop()
 
     def go_down(self) -> None:
@@ -193,6 +195,15 @@ class LocalIssuer:
     @delay.setter
     def delay(self, value: float) -> None:
         self._control.delay = value
+
+    def hold_jwks(self, from_fetch: int = 0) -> threading.Event:
+        """Hold JWKS answers (counted on arrival) until the returned event is set.
+
+        A fetch then stays in flight exactly as long as a test needs, instead of for a delay
+        that a loaded machine may outlast. ``from_fetch``: hold only the fetch with that number
+        (``jwks_fetches`` once it is counted) and later ones.
+        """
+        return self._control.hold(from_fetch)
 
     @property
     def jwks_fetches(self) -> int:
