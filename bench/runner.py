@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LUA = BENCH / "wrk" / "bench.lua"
 VENV_BIN = Path(sys.executable).parent
-ALL_TARGETS = ("ours", "ours_gthread", "quickstart_docs", "quickstart", "hello", "node")
+ALL_TARGETS = ("ours", "ours_gthread", "quickstart_docs", "quickstart", "hello", "node", "baseline")
 DEFAULT_TARGETS = ("ours", "ours_gthread", "quickstart_docs", "quickstart", "hello")
 #: Targets that serve only some scenarios (the hello answers every path with 200).
 ONLY_SCENARIOS = {"hello": frozenset({"public"})}
@@ -82,6 +82,8 @@ RATIOS = (
     ("ours public / ours -k gthread public", "ours", "public", "ours_gthread", "public", ">= 0.95"),
     ("ours hot private / ours -k gthread hot private", "ours", "private_hot", "ours_gthread",
      "private_hot", ">= 0.95"),
+    ("ours public / baseline public", "ours", "public", "baseline", "public", ""),
+    ("ours hot private / baseline hot private", "ours", "private_hot", "baseline", "private_hot", ""),
     ("ours hot private / bare gunicorn hello", "ours", "private_hot", "hello", "public", ">= 0.5"),
     ("ours hot private / docs quickstart hot private", "ours", "private_hot", "quickstart_docs",
      "private_hot", ">= 1.3"),
@@ -187,7 +189,7 @@ def build_targets(args: argparse.Namespace, issuer: str, logdir: Path) -> list[T
     for name in args.targets:
         port = free_port()
         log_path = logdir / f"{name}.log"
-        if name in ("ours", "ours_gthread"):
+        if name in ("ours", "ours_gthread", "baseline"):
             multiproc = Path(tempfile.mkdtemp(prefix="bench-prom-"))
             env = {
                 "AUTH0_ISSUER": issuer,
@@ -213,7 +215,9 @@ def build_targets(args: argparse.Namespace, issuer: str, logdir: Path) -> list[T
             if name == "ours_gthread":
                 # The same app, settings and hooks on gunicorn's stock worker: what ours' costs.
                 command += ["--worker-class", "gthread"]
-            targets.append(Target(name, command, ROOT, clean_env(env), name, port, log_path))
+            # baseline: ours from another checkout (--baseline DIR), for before/after in one run.
+            cwd = args.baseline if name == "baseline" else ROOT
+            targets.append(Target(name, command, cwd, clean_env(env), name, port, log_path))
         elif name == "hello":
             command = [*_gthread(args, port), "hello:app"]
             targets.append(Target(name, command, BENCH / "hello", clean_env({}), "untagged", port, log_path))
@@ -745,6 +749,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for ours (repeatable), e.g. AUTH0_TOKEN_CACHE_SIZE=0",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run ours from another checkout as target 'baseline' (e.g. a git worktree of main)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="results folder (bench/results)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the targets' log files")
     parser.add_argument(
@@ -756,6 +766,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.tokens = min(args.tokens, 10000)
     args.explicit_targets = "--targets" in " ".join(argv or sys.argv)
     args.targets = [t for t in args.targets.split(",") if t]
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if "baseline" not in args.targets:
+            args.targets.append("baseline")
     unknown = set(args.targets) - set(ALL_TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
@@ -889,7 +903,7 @@ def retire(bench: Bench, run: int, target: Target, collected: Collected) -> None
         shutil.move(target.log_path, kept)
     else:
         target.log_path.unlink()
-    if target.name in ("ours", "ours_gthread"):
+    if target.name in ("ours", "ours_gthread", "baseline"):
         shutil.rmtree(target.env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 

@@ -47,7 +47,7 @@ LINGER_SECONDS: Final = 2.0
 #: How much a closing connection may still send (gunicorn's close_graceful).
 LINGER_BYTES: Final = 65536
 
-#: The method of the request head this thread is serving, for the answer if gunicorn refuses it.
+#: The request head this thread is serving (``head``), for the answer if gunicorn refuses it.
 parse_error_context = threading.local()
 
 
@@ -201,40 +201,54 @@ class Worker(ThreadWorker):
             # Bytes a thread read past the last request: the start of the next head.
             conn.head[:0] = conn.parser.unreader.take_buffered()
         conn.deadline = time.monotonic() + self.header_timeout
-        conn.sock.setblocking(False)
-        self.reading[conn] = None
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_bytes, conn))
-        self._advance(conn)
+        if conn.sock.gettimeout() != 0.0:  # already non-blocking unless a thread just served it
+            conn.sock.setblocking(False)
+        # The head is usually there already (the poller has just seen a kept-alive socket
+        # readable; a new client sends right after connecting): read it now, not after one more
+        # trip through the poller. Only a head still incomplete is polled.
+        if self._advance(conn, False) and self._receive(conn, False) and self._advance(conn, False):
+            self.reading[conn] = None
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_bytes, conn))
 
     def _on_head_bytes(self, conn: Conn, _sock: Any) -> None:
         """Read what the client sent so far, without blocking."""
+        if self._receive(conn, True):
+            self._advance(conn, True)
+
+    def _receive(self, conn: Conn, polled: bool) -> bool:
+        """Buffer what the socket holds, without blocking; False once the client has gone."""
         try:
             data = conn.sock.recv(max(1, request_head.MAX_HEAD_BYTES + 1 - len(conn.head)))
         except (BlockingIOError, InterruptedError):
-            return
+            return True
         except OSError:
             data = b""
         if not data:
-            self._forget(conn)
+            if polled:
+                self._forget(conn)
             self.nr_conns -= 1
             conn.close()
-            return
+            return False
         conn.head += data
-        self._advance(conn)
+        return True
 
-    def _advance(self, conn: Conn) -> None:
-        """Dispatch, refuse or keep waiting, depending on what is buffered."""
+    def _advance(self, conn: Conn, polled: bool) -> bool:
+        """Dispatch, refuse or keep waiting, depending on what is buffered; True while waiting."""
         if not conn.head:
-            return
+            return True
         verdict = request_head.scan(conn.head, conn.scanned, self.cfg.limit_request_line)
         conn.scanned = len(conn.head)
-        if verdict == request_head.COMPLETE:
+        if verdict == request_head.INCOMPLETE:
+            return True
+        if polled:
             self._forget(conn)
+        if verdict == request_head.COMPLETE:
             # The bytes are buffered, not on the socket: gthread must not wait for data.
             conn.data_ready = True
             super().enqueue_req(conn)
         elif isinstance(verdict, int):
             self._refuse(conn, _BY_STATUS[verdict])
+        return False
 
     def _forget(self, conn: Conn) -> None:
         """Stop polling a connection for its head."""
@@ -250,7 +264,6 @@ class Worker(ThreadWorker):
 
     def _refuse(self, conn: Conn, refusal: Refusal) -> None:
         """Answer from the poller a head that broke a limit, then close the connection."""
-        self._forget(conn)
         self.nr_conns -= 1
         method = request_head.method_of(conn.head)
         request_id = new_request_id()
@@ -296,28 +309,38 @@ class Worker(ThreadWorker):
         """Also expire heads past their deadline and lingering closes past theirs."""
         super().murder_pending()
         now = time.monotonic()
+        # Called once per poller wake-up: look at the oldest entry first and copy a table only
+        # when something in it is due (insertion order is deadline order).
+        oldest = next(iter(self.reading), None)
+        if oldest is not None and (oldest.deadline <= now or not self.alive):
+            self._expire_heads(now)
+        if self.lingering and next(iter(self.lingering.values())) <= now:
+            for conn, deadline in list(self.lingering.items()):
+                if deadline > now:
+                    break
+                self._end_linger(conn)
+
+    def _expire_heads(self, now: float) -> None:
+        """Refuse heads past their deadline (all idle ones too when stopping)."""
         for conn in list(self.reading):
             if conn.deadline > now:
                 if self.alive:
                     break
                 if conn.head:
                     continue
+            self._forget(conn)
             if conn.head:
                 self._refuse(conn, TIMEOUT)
             else:
                 # Never sent a byte (or stopping): nothing to answer.
-                self._forget(conn)
                 self.nr_conns -= 1
                 conn.close()
-        for conn, deadline in list(self.lingering.items()):
-            if deadline > now:
-                break
-            self._end_linger(conn)
 
     def handle(self, conn: Conn) -> Any:
         """Serve the buffered request on this thread (remembering its method for refusals)."""
-        parse_error_context.method = request_head.method_of(conn.head)
-        parse_error_context.path = request_head.path_of(conn.head)
+        # Read only when a request is refused (Conn.init hands the parser a copy, then starts a
+        # new buffer, so this one stays as received).
+        parse_error_context.head = conn.head
         try:
             refused = _refused_before_parsing(conn.head)
             if refused is not None:
@@ -325,7 +348,7 @@ class Worker(ThreadWorker):
                 return False
             return super().handle(conn)
         finally:
-            parse_error_context.method = parse_error_context.path = None
+            parse_error_context.head = None
 
     def handle_request(self, req: Any, conn: Conn) -> bool:
         """Serve the request; keep the connection only if its body is already buffered."""
@@ -357,7 +380,8 @@ class Worker(ThreadWorker):
                 # The error's name, never its text: gunicorn's messages quote the request line
                 # or a header as received, query string (which may carry a secret) included.
                 self.log.warning("Invalid request from ip=%s: %s", _ip(addr), type(exc).__name__)
-        method = getattr(req, "method", None) or getattr(parse_error_context, "method", "") or ""
+        head = getattr(parse_error_context, "head", None)
+        method = getattr(req, "method", None) or (request_head.method_of(head) if head else "")
         self._record(refusal, method, req, addr, datetime.now() - started, request_id)
         try:
             client.setblocking(False)
@@ -370,10 +394,11 @@ class Worker(ThreadWorker):
     ) -> None:
         """Count the refusal and write its access line."""
         count_unmatched(method, refusal.status)
+        head = getattr(parse_error_context, "head", None)
         environ = {
             "REQUEST_METHOD": method or None,
             # A parsed request's path has no query; else the request line's, cut before it.
-            "PATH_INFO": getattr(req, "path", None) or getattr(parse_error_context, "path", None),
+            "PATH_INFO": getattr(req, "path", None) or (request_head.path_of(head) if head else None),
             "REMOTE_ADDR": _ip(addr),
             REQUEST_ID_ENVIRON_KEY: request_id,
             ROUTE_ENVIRON_KEY: "unmatched",
