@@ -26,6 +26,8 @@ MAX_LOGGED_CHARS = 1024
 TRUNCATED = "...[truncated]"
 
 _configured: LogSettings | None = None
+#: Where per-request lines go when they are rendered directly (JSON at info level), else None.
+_direct: structlog.WriteLogger | None = None
 
 
 def _timestamper() -> structlog.processors.TimeStamper:
@@ -94,11 +96,14 @@ def _rendering(log_format: str) -> list[Any]:
 
 def configure(settings: LogSettings) -> None:
     """Configure structlog and the stdlib root logger once per process (idempotent)."""
-    global _configured
+    global _configured, _direct
     if _configured == settings:
         return
     _configured = settings
     numeric_level = logging.getLevelNamesMapping().get(settings.level.upper(), logging.INFO)
+    # structlog's WriteLogger: it writes under structlog's own lock for this file.
+    direct = settings.format != "console" and numeric_level <= logging.INFO
+    _direct = structlog.WriteLogger(file=sys.stdout) if direct else None
     structlog.configure(
         # Our own events: straight to stdout, named by the bound logger.
         processors=[*SHARED_PROCESSORS, _logger_key, *_rendering(settings.format)],
@@ -157,6 +162,40 @@ def stdout_handler(log_format: str) -> logging.Handler:
     )
     handler._service = True  # type: ignore[attr-defined]
     return handler
+
+
+_stamp = _timestamper()
+
+
+class RequestLine:
+    """The per-request events (access line, ``auth_decision``), rendered as the chain renders them.
+
+    Written on every request, these have flat text and number fields only, so the JSON line is
+    built here in one step: the event's fields, ``event``, the request's context variables, then
+    ``level``, ``timestamp`` and ``logger`` (the keys and order structlog's chain above gives,
+    orjson's rendering), written through structlog's WriteLogger. Console format, or a level
+    above info, goes through structlog unchanged.
+    """
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger = get_logger(name)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Write one info line with these fields (structlog's ``log.info(event, **fields)``)."""
+        direct = _direct
+        if direct is None:
+            self._logger.info(event, **fields)
+            return
+        fields["event"] = event
+        for key, value in structlog.contextvars.get_contextvars().items():
+            fields.setdefault(key, value)
+        fields["level"] = "info"
+        _stamp(None, "info", fields)
+        fields["logger"] = self._name
+        direct.msg(orjson.dumps(fields, default=repr).decode())
 
 
 def get_logger(name: str) -> Any:

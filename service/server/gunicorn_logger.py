@@ -8,9 +8,9 @@ from typing import Any
 from gunicorn.glogging import Logger as _GunicornBaseLogger
 
 from ..config import log_settings
+from ..logs import RequestLine
 from ..logs import clip
 from ..logs import configure
-from ..logs import get_logger
 from ..logs import stdout_handler
 from ..request_ids import ORIGINAL_REQUEST_ENVIRON_KEY
 from ..request_ids import REQUEST_ID_ENVIRON_KEY
@@ -40,13 +40,13 @@ class GunicornLogger(_GunicornBaseLogger):
             for old in list(log.handlers):
                 log.removeHandler(old)
             log.addHandler(handler)
-        self._access = get_logger("gunicorn.access")
+        self._access = RequestLine("gunicorn.access")
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         """Emit one ``http_request`` line carrying the request's id (read back from environ).
 
-        It goes through structlog's direct path rather than stdlib logging: this line is
-        written for every request, so it is the hottest log call in the service. Path and
+        It is rendered directly (service.logs.RequestLine) rather than through stdlib logging:
+        this line is written for every request, so it is the hottest log call in the service. Path and
         User-Agent are the client's text: cut to MAX_LOGGED_CHARS (the method is a token of at
         most 20 characters by gunicorn's parser, the request id is checked by service.web.request_hooks).
         """

@@ -48,6 +48,7 @@ from ..jose.errors import InvalidTokenError
 from ..jose.errors import MissingTokenError
 from ..jose.errors import UseDPoPNonceError
 from ..jose.step_up import StepUp
+from ..logs import RequestLine
 from ..logs import get_logger
 from . import resource_metadata
 from .state import KEY as STATE
@@ -57,6 +58,8 @@ from .validators import Auth0BearerTokenValidator
 __all__ = ["Protector", "current_token", "require_auth"]
 
 log = get_logger("service.auth")
+#: The decision line: one per decision, rendered directly (same fields as through structlog).
+decision_log = RequestLine("service.auth")
 
 View = Callable[..., Any]
 
@@ -363,12 +366,12 @@ def record_decision(
     metrics.auth_decision(route, outcome, reason, scheme).inc()
     metrics.auth_duration(route).observe(elapsed)
     if token is not None:
-        log.info(
+        decision_log.info(
             "auth_decision", outcome=outcome, reason=reason, route=route, scheme=scheme,
             sub=token.sub, client=token.client,
         )
     else:
-        log.info("auth_decision", outcome=outcome, reason=reason, route=route, scheme=scheme)
+        decision_log.info("auth_decision", outcome=outcome, reason=reason, route=route, scheme=scheme)
 
 
 def _scheme() -> str:
