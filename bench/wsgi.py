@@ -429,7 +429,8 @@ def _start_issuer(port: int, count: int) -> tuple[_Issuer, Callable[[], None]]:
     url = f"http://127.0.0.1:{port}/"
     # A cache of its own: bench.micro and bench/run mint for another issuer URL.
     material = prepare(ROOT / "bench" / "results" / "cache-wsgi", url, count)
-    settings = IssuerSettings(port=port, issuer=url, audiences=(AUDIENCE,))
+    # A long max-age: no key refresh (nor a failed one, once the issuer is stopped) mid-count.
+    settings = IssuerSettings(port=port, issuer=url, audiences=(AUDIENCE,), jwks_max_age=3600)
     key = SigningKey.from_pem_file(str(material.key_path))
     server = BackgroundServer(create_app(settings, key), port=port).start()
 
