@@ -73,7 +73,7 @@ def _remove_dot_segments(path: str) -> str:
     return "/".join(output)
 
 
-def _has_dot_segments(path: str) -> bool:
+def has_dot_segments(path: str) -> bool:
     """True if a "." or ".." segment appears, also percent-encoded (RFC 3986 §2.3, §3.3)."""
     decoded = _PERCENT.sub(_percent, path) if "%" in path else path
     return "." in decoded and any(segment in (".", "..") for segment in decoded.split("/"))
@@ -94,7 +94,7 @@ def request_uris(environ: Mapping[str, Any], public_urls: tuple[str, ...]) -> tu
         path = urlsplit(raw).path or "/"
     else:
         path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
-    if _has_dot_segments(path):
+    if has_dot_segments(path):
         # RFC 3986 §6.2.2.3 would resolve them, but the app routes the path as sent (a <path:>
         # converter takes "../x" as its value): no proof names the resource this request gets.
         return ()

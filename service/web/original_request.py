@@ -15,6 +15,8 @@ from typing import NamedTuple
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+from ..jose.urls import has_dot_segments
+
 #: RFC 9110 §9 methods plus PATCH (RFC 5789).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 #: RFC 3986 §3.2: host (reg-name, IPv4 or bracketed IPv6 literal) and an optional port.
@@ -117,6 +119,10 @@ def _build(method: str, scheme: str, authority: str, target: str) -> OriginalReq
     if not _TARGET.fullmatch(target) or _BAD_ENCODING.search(target):
         raise MalformedOriginalRequest("the original path or query is not a well-formed request target")
     path, _, query = target.partition("?")
+    if has_dot_segments(path):
+        # A rule is matched on the path as sent while the upstream may resolve "../" (RFC 3986
+        # §5.2.4): the two would disagree on the resource, so no decision is made on such a path.
+        raise MalformedOriginalRequest("the original path has dot segments")
     return OriginalRequest(
         method=method,
         scheme=scheme,

@@ -176,6 +176,10 @@ def test_a_rule_host_matches_the_host_without_its_port(
         {"X-Forwarded-Method": "GET"},
         {"X-Forwarded-Uri": "/api/orders/1"},
         {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/a", "X-Forwarded-Host": "a/b"},
+        {"X-Original-URL": "http://gw/api/public/../orders/1", "X-Original-Method": "GET"},
+        {"X-Original-URL": "http://gw/api/public/%2e%2e/orders/1", "X-Original-Method": "GET"},
+        {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/api/public/./../orders/1"},
+        {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/api/public/.%2E/orders/1?a=b"},
     ],
 )
 def test_a_malformed_original_request_is_400_invalid_request_counted_unmatched(
@@ -403,3 +407,11 @@ def test_dpop_htm_is_the_original_method_not_the_subrequests(
     response = client.get("/auth/check", headers=as_get)
     assert response.status_code == 401
     assert response.get_json()["error"] == "invalid_dpop_proof"
+
+
+def test_dot_segments_in_path_suffix_mode_are_400(client: FlaskClient, module_issuer: LocalIssuer) -> None:
+    response = client.get(
+        "/auth/check/api/public/%2e%2e/orders/1", headers=bearer(module_issuer.mint(scope="read:orders"))
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
