@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from dataclasses import field
 
 from ..config import Settings
 from . import jwks_fetch
+from .clock import SYSTEM
+from .clock import Clock
 from .jwks_fetch import FetchError
 from .jwks_parse import VerificationKey
 from .jwks_parse import parse_jwks
@@ -131,8 +132,11 @@ class JWKSCache:
         issuer: str | None = None,
         on_fetch: Callable[[FetchEvent], None] | None = None,
         seats: WaitSeats | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._settings = settings
+        #: Lifetimes (TTL, cooldown, retry, max-stale) run on this clock; waits for HTTP are real.
+        self._clock = clock
         #: How many of this worker's requests may wait for fetches at once (shared by its caches).
         self._seats = seats if seats is not None else WaitSeats(1)
         #: The issuer whose keys this cache holds (one cache per trusted issuer).
@@ -159,7 +163,7 @@ class JWKSCache:
     @property
     def keyset(self) -> KeySet | None:
         """The usable key set (fresh, or stale within max-stale), or None."""
-        return _usable(self._current(), time.monotonic())
+        return _usable(self._current(), self._clock.monotonic())
 
     def usable(self) -> bool:
         """Whether this process holds a key set it may verify with (what readiness means)."""
@@ -168,7 +172,7 @@ class JWKSCache:
     def cold(self) -> bool:
         """Nothing usable held and no fetch has failed yet: the first fetch is still to come."""
         state = self._current()
-        return _usable(state, time.monotonic()) is None and not state.failing
+        return _usable(state, self._clock.monotonic()) is None and not state.failing
 
     def await_first_fetch(self, timeout: float) -> None:
         """While cold, wait up to ``timeout`` (at most the fetch budget) for the fetch in flight."""
@@ -197,7 +201,7 @@ class JWKSCache:
         ``KeyPending`` when whether the kid is published cannot be told yet.
         """
         state = self._current()
-        now = time.monotonic()
+        now = self._clock.monotonic()
         keyset = _usable(state, now) or self._load(state)
         key = keyset.keys.get(kid)
         if key is not None:
@@ -209,7 +213,7 @@ class JWKSCache:
             ended = flight.done.wait(self._kid_wait)
         finally:
             self._seats.give_back()
-        refreshed = _usable(state, time.monotonic())
+        refreshed = _usable(state, self._clock.monotonic())
         if not (ended and flight.ok) or refreshed is None:
             raise KeyPending("the fetch that could publish this kid has not succeeded")
         return refreshed.keys.get(kid)
@@ -220,7 +224,7 @@ class JWKSCache:
         """With nothing usable: wait for a fetch, unless the issuer is known to be failing."""
         if not state.failing:
             self._await_fetch(state, self._fetch_budget)
-        keyset = _usable(state, time.monotonic())
+        keyset = _usable(state, self._clock.monotonic())
         if keyset is None:
             raise FetchError(state.last_error or "no key set yet")
         return keyset
@@ -286,7 +290,7 @@ class JWKSCache:
 
     def _due_in(self, state: _State) -> float:
         """Seconds until the next fetch; 0 means it is due and now claimed as in flight."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         with state.lock:
             if not state.fetch_now and now < state.next_fetch:
                 return min(state.next_fetch - now, _MAX_SLEEP)
@@ -297,7 +301,7 @@ class JWKSCache:
 
     def _fetch_into(self, state: _State) -> None:
         """Fetch the key set and publish it; on failure keep the last good one. Then report."""
-        started = time.monotonic()
+        started = self._clock.monotonic()
         ok = False
         try:
             keys, ttl = self._fetch(state)
@@ -307,11 +311,11 @@ class JWKSCache:
                 log.exception("jwks_fetch_bug")
             with state.lock:
                 state.failing, state.last_error = True, error
-                state.next_fetch = time.monotonic() + self._retry
+                state.next_fetch = self._clock.monotonic() + self._retry
                 held = len(state.keyset.keys) if state.keyset is not None else 0
-            event = FetchEvent(self.issuer, "error", error, time.monotonic() - started, held)
+            event = FetchEvent(self.issuer, "error", error, self._clock.monotonic() - started, held)
         else:
-            now = time.monotonic()
+            now = self._clock.monotonic()
             fresh_until = now + ttl
             keyset = KeySet(
                 keys,
@@ -364,9 +368,10 @@ def _refresh_loop(ref: weakref.ReferenceType[JWKSCache], state: _State) -> None:
         delay = cache._due_in(state)
         if delay <= 0:
             cache._fetch_into(state)
+        clock = cache._clock
         del cache  # hold no strong reference while asleep
         if delay > 0:
-            state.wake.wait(delay)
+            clock.wait(state.wake, delay)
             state.wake.clear()
 
 

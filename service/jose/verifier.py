@@ -9,7 +9,6 @@ its text.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +20,8 @@ from .access_token import AccessToken
 from .access_token import CompactToken
 from .access_token import VerifiedTokenCache
 from .access_token import permissions_of
+from .clock import SYSTEM
+from .clock import Clock
 from .errors import InvalidTokenError
 from .errors import KeysPendingError
 from .errors import KeysUnavailableError
@@ -66,9 +67,12 @@ class TokenVerifier:
         settings: Settings,
         jwks: JWKSCache | Sequence[JWKSCache],
         on_cache_lookup: Callable[[bool], None] | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         caches = (jwks,) if isinstance(jwks, JWKSCache) else tuple(jwks)
         self._settings = settings
+        #: Wall time for exp/nbf/iat and the cache's expiry (the clock's own function: no frame).
+        self._now = clock.time
         self._caches: dict[str, JWKSCache] = {cache.issuer: cache for cache in caches}
         #: Told hit (True) or miss (False) for every lookup in the verified-token cache.
         self._on_cache_lookup = on_cache_lookup or (lambda hit: None)
@@ -115,7 +119,7 @@ class TokenVerifier:
         """
         return (
             self._caches[token.issuer].current_key(token.kid) is token.key
-            and time.time() < token.expires_at + token.leeway
+            and self._now() < token.expires_at + token.leeway
         )
 
     def _verify_fully(self, token: str) -> AccessToken:
@@ -133,7 +137,7 @@ class TokenVerifier:
             self._headers.put(header_b64, checked)
         alg, kid = checked
         claims = decode_json(payload_b64, "payload")
-        now = time.time()
+        now = self._now()
         jwks = self._issuer_keys(claims.get("iss"))
         expires_at = self._check_claims(claims, now)
         signature = b64decode(signature_b64) if signature_b64 else b""
@@ -275,6 +279,7 @@ def verifier_for(
     settings: Settings,
     on_fetch: Callable[[FetchEvent], None],
     on_cache_lookup: Callable[[bool], None] | None = None,
+    clock: Clock = SYSTEM,
 ) -> TokenVerifier:
     """Build a verifier with its own process-level JWKS cache per trusted issuer.
 
@@ -282,5 +287,7 @@ def verifier_for(
     """
     issuers = settings.issuers or (settings.issuer,)
     seats = WaitSeats(1)
-    caches = [JWKSCache(settings, issuer=issuer, on_fetch=on_fetch, seats=seats) for issuer in issuers]
-    return TokenVerifier(settings, caches, on_cache_lookup)
+    caches = [
+        JWKSCache(settings, issuer=issuer, on_fetch=on_fetch, seats=seats, clock=clock) for issuer in issuers
+    ]
+    return TokenVerifier(settings, caches, on_cache_lookup, clock)

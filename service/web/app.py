@@ -12,6 +12,8 @@ from flask.json.provider import DefaultJSONProvider
 from .. import logs
 from ..config import Settings
 from ..gateway_policy import policy_for
+from ..jose.clock import SYSTEM
+from ..jose.clock import Clock
 from ..jose.prefork import Prefork
 from . import composition
 from . import cors
@@ -22,10 +24,13 @@ from . import resource_metadata
 from . import routes
 
 
-def create_app(settings: Settings | None = None, *, prefork: Prefork | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, prefork: Prefork | None = None, clock: Clock = SYSTEM
+) -> Flask:
     """Build the Flask app from settings (read from the environment when not given).
 
     ``prefork``: what a gunicorn master made before forking (by default, what it handed over).
+    ``clock``: what token lifetimes and key-set lifetimes are measured on (tests move one by hand).
     """
     settings = settings if settings is not None else Settings.from_env()
     # Logging before Flask(): otherwise Flask attaches its own default handler.
@@ -34,7 +39,7 @@ def create_app(settings: Settings | None = None, *, prefork: Prefork | None = No
     if isinstance(app.json, DefaultJSONProvider):  # always, unless a subclass replaces it
         app.json.sort_keys = False
     request_hooks.init_app(app)
-    composition.init_app(app, settings, prefork)
+    composition.init_app(app, settings, prefork, clock)
     metrics_route.init_app(app, settings)
     routes.init_app(app)
     cors.init_app(app, settings)

@@ -12,6 +12,8 @@ from flask import g
 from .. import metrics
 from ..config import Settings
 from ..jose import dpop
+from ..jose.clock import SYSTEM
+from ..jose.clock import Clock
 from ..jose.errors import Challenges
 from ..jose.jwks_cache import FetchEvent
 from ..jose.jwks_cache import JWKSCache
@@ -36,14 +38,16 @@ from .validators import DPoPTokenValidator
 log = get_logger("service.auth")
 
 
-def init_app(app: Flask, settings: Settings, prefork: Prefork | None = None) -> AppState:
+def init_app(
+    app: Flask, settings: Settings, prefork: Prefork | None = None, clock: Clock = SYSTEM
+) -> AppState:
     """Build this app's verifier (a JWKS cache per issuer), validators and DPoP parts; attach them.
 
     ``prefork`` is what the gunicorn master made before forking (by default, what it handed to
     this process); without one the app makes its own replay table.
     """
     verifier = verifier_for(
-        settings, on_fetch=_fetch_logged, on_cache_lookup=metrics.token_cache_lookup
+        settings, on_fetch=_fetch_logged, on_cache_lookup=metrics.token_cache_lookup, clock=clock
     )
     for cache in verifier.caches:  # every issuer's series exists from the first scrape
         metrics.track_issuer(cache.issuer)

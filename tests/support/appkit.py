@@ -9,6 +9,8 @@ from flask.testing import FlaskClient
 
 from service.app import create_app
 from service.config import Settings
+from service.jose.clock import SYSTEM
+from service.jose.clock import Clock
 from tests.support.issuer import LocalIssuer
 
 
@@ -19,14 +21,14 @@ def settings_for(issuer: LocalIssuer, **env: str) -> Settings:
     return Settings.from_env(base)
 
 
-def app_for(issuer: LocalIssuer, **env: str) -> Flask:
-    """A fresh app (with its own JWKS cache) for the local issuer."""
-    return create_app(settings_for(issuer, **env))
+def app_for(issuer: LocalIssuer, clock: Clock = SYSTEM, **env: str) -> Flask:
+    """A fresh app (with its own JWKS cache) for the local issuer, on ``clock``."""
+    return create_app(settings_for(issuer, **env), clock=clock)
 
 
-def client_for(issuer: LocalIssuer, **env: str) -> FlaskClient:
+def client_for(issuer: LocalIssuer, clock: Clock = SYSTEM, **env: str) -> FlaskClient:
     """A test client for a fresh app."""
-    return app_for(issuer, **env).test_client()
+    return app_for(issuer, clock, **env).test_client()
 
 
 def bearer(token: str) -> dict[str, Any]:

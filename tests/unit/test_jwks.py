@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -17,15 +18,30 @@ from service.jose.jwks_fetch import FetchError
 from service.jose.jwks_fetch import downgrades as _downgrades
 from service.jose.jwks_parse import parse_jwks
 from tests.support.appkit import settings_for
+from tests.support.clock import ManualClock
 from tests.support.helpers import eventually
 from tests.support.issuer import LocalIssuer
 from tests.support.issuer import b64url
 
 
-def cache_for(issuer: LocalIssuer, fetches: list[str] | None = None, **env: str) -> JWKSCache:
-    """A cache wired to the issuer, recording fetch outcomes."""
+@pytest.fixture(autouse=True)
+def _refreshers_end_with_their_test():
+    """Each test's collected caches let their refresher threads end before the next test starts."""
+    yield
+    gc.collect()
+    eventually(lambda: not any(t.name == "jwks-refresh" for t in threading.enumerate()), timeout=3)
+
+
+def cache_for(
+    issuer: LocalIssuer, fetches: list[str] | None = None, clock: ManualClock | None = None, **env: str
+) -> JWKSCache:
+    """A cache wired to the issuer, recording fetch outcomes (on a clock the test moves, if given)."""
     record = fetches if fetches is not None else []
-    return JWKSCache(settings_for(issuer, **env), on_fetch=lambda event: record.append(event.outcome))
+    return JWKSCache(
+        settings_for(issuer, **env),
+        on_fetch=lambda event: record.append(event.outcome),
+        clock=clock or ManualClock(),
+    )
 
 
 def timed(fn, *args):
@@ -83,12 +99,13 @@ def test_cache_control_max_age_caps_but_never_extends_the_ttl(cache_control: str
 
 def test_removed_key_stops_verifying_within_ttl_plus_one_round_trip() -> None:
     with LocalIssuer() as issuer:
-        cache = cache_for(issuer, AUTH0_JWKS_TTL="1", AUTH0_JWKS_COOLDOWN="30")
+        clock = ManualClock()
+        cache = cache_for(issuer, clock=clock, AUTH0_JWKS_TTL="1", AUTH0_JWKS_COOLDOWN="30")
         old = issuer.current_key
         assert cache.get(old.kid) is not None
         issuer.rotate(keep_old=False)
-        time.sleep(1.3)
-        assert cache.current_key(old.kid) is None
+        clock.advance(1.3)  # the refresher fetched at 0.9 s (a tenth of the TTL before expiry)
+        assert eventually(lambda: cache.current_key(old.kid) is None, timeout=5)
         assert cache.get(old.kid) is None
 
 
@@ -97,9 +114,10 @@ def test_removed_key_stops_verifying_within_ttl_plus_one_round_trip() -> None:
 
 def test_unknown_kid_flood_causes_one_fetch_per_cooldown_single_flight() -> None:
     with LocalIssuer() as issuer:
-        cache = cache_for(issuer, AUTH0_JWKS_COOLDOWN="1")
+        clock = ManualClock()
+        cache = cache_for(issuer, clock=clock, AUTH0_JWKS_COOLDOWN="1")
         cache.get(issuer.current_key.kid)
-        time.sleep(1.1)  # the cooldown counts from the last fetch
+        clock.advance(1.1)  # the cooldown counts from the last fetch
         issuer.reset_counts()
         issuer.delay = 0.5  # keep the refresh in flight while the flood arrives
         results: list[tuple[object, float]] = []
@@ -135,10 +153,11 @@ def test_unknown_kid_right_after_a_fetch_waits_for_the_cooldown() -> None:
 
 def test_rotated_key_is_found_by_an_unknown_kid_refresh() -> None:
     with LocalIssuer() as issuer:
-        cache = cache_for(issuer, AUTH0_JWKS_COOLDOWN="0.5")
+        clock = ManualClock()
+        cache = cache_for(issuer, clock=clock, AUTH0_JWKS_COOLDOWN="0.5")
         cache.get(issuer.current_key.kid)
         new = issuer.rotate()
-        time.sleep(0.6)
+        clock.advance(0.6)
         assert cache.get(new.kid) is not None
 
 
@@ -175,25 +194,29 @@ def test_unknown_kid_while_the_issuer_fails_is_pending_at_once_without_a_fetch()
 def test_issuer_outage_keeps_the_last_good_keys_and_counts_the_failure() -> None:
     with LocalIssuer() as issuer:
         fetches: list[str] = []
-        cache = cache_for(issuer, fetches, AUTH0_JWKS_TTL="1")
+        clock = ManualClock()
+        cache = cache_for(issuer, fetches, clock, AUTH0_JWKS_TTL="1")
         kid = issuer.current_key.kid
         cache.get(kid)
         issuer.go_down()
-        time.sleep(1.1)
+        clock.advance(1.1)
+        assert eventually(lambda: "error" in fetches, timeout=5)
         for _ in range(5):
             assert cache.get(kid) is not None
-            time.sleep(0.05)
-        assert "error" in fetches
         assert cache.last_error is not None and cache.usable()
 
 
 def test_hanging_issuer_never_makes_a_request_with_a_known_kid_wait() -> None:
     with LocalIssuer() as issuer:
-        cache = cache_for(issuer, AUTH0_JWKS_TTL="1", AUTH0_JWKS_COOLDOWN="0", AUTH0_HTTP_TIMEOUT="1")
+        clock = ManualClock()
+        env = {"AUTH0_JWKS_TTL": "1", "AUTH0_JWKS_COOLDOWN": "0", "AUTH0_HTTP_TIMEOUT": "1"}
+        cache = cache_for(issuer, None, clock, **env)
         kid = issuer.current_key.kid
         cache.get(kid)
         issuer.delay = 30
-        time.sleep(1.2)  # stale now, the refresh hanging in flight
+        before = issuer.jwks_fetches
+        clock.advance(1.2)  # stale now, the refresh hanging in flight
+        assert eventually(lambda: issuer.jwks_fetches > before, timeout=5)
         slowest = 0.0
         for i in range(200):
             found, elapsed = timed(cache.get, kid if i % 2 else f"unknown-{i}")
@@ -240,14 +263,15 @@ def test_first_request_waits_for_the_first_fetch_within_the_fetch_budget() -> No
 
 def test_key_set_past_max_stale_is_dropped_until_a_fetch_succeeds() -> None:
     with LocalIssuer() as issuer:
-        cache = cache_for(issuer, AUTH0_JWKS_TTL="1", AUTH0_JWKS_MAX_STALE="1", AUTH0_JWKS_RETRY="0.2")
+        clock = ManualClock()
+        env = {"AUTH0_JWKS_TTL": "1", "AUTH0_JWKS_MAX_STALE": "1", "AUTH0_JWKS_RETRY": "0.2"}
+        cache = cache_for(issuer, None, clock, **env)
         kid = issuer.current_key.kid
         cache.get(kid)
-        fetched = cache.keyset.fetched_at
         issuer.serve_raw(b"broken", 500)
-        time.sleep(max(0.0, fetched + 1.5 - time.monotonic()))
+        clock.advance(1.5)
         assert cache.usable() and cache.get(kid) is not None  # stale, within max-stale
-        time.sleep(max(0.0, fetched + 2.2 - time.monotonic()))
+        clock.advance(0.7)
         assert not cache.usable()
         assert cache.current_key(kid) is None
         with pytest.raises(FetchError):
