@@ -11,7 +11,6 @@ from flask.json.provider import DefaultJSONProvider
 
 from .. import logs
 from ..config import Settings
-from ..gateway_policy import policy_for
 from ..jose.clock import SYSTEM
 from ..jose.clock import Clock
 from ..jose.prefork import Prefork
@@ -39,12 +38,12 @@ def create_app(
     if isinstance(app.json, DefaultJSONProvider):  # always, unless a subclass replaces it
         app.json.sort_keys = False
     request_hooks.init_app(app)
-    composition.init_app(app, settings, prefork, clock)
+    state = composition.init_app(app, settings, prefork, clock)
     metrics_route.init_app(app, settings)
     routes.init_app(app)
     cors.init_app(app, settings)
     resource_metadata.init_app(app)
-    gateway.init_app(app, settings, policy_for(settings))
+    gateway.init_app(app, state.gateway)
     return app
 
 

@@ -11,6 +11,7 @@ from flask import g
 
 from .. import metrics
 from ..config import Settings
+from ..gateway_policy import policy_for
 from ..jose import dpop
 from ..jose.clock import SYSTEM
 from ..jose.clock import Clock
@@ -27,6 +28,7 @@ from ..jose.replay_table import ReplayTable
 from ..jose.replay_table import table_for
 from ..jose.verifier import verifier_for
 from ..logs import get_logger
+from . import gateway
 from . import resource_metadata
 from .state import KEY
 from .state import AppState
@@ -73,6 +75,7 @@ def init_app(
         challenges=challenges,
         schemes=Schemes(settings.dpop.mode, challenges),
         replay=store,
+        gateway=gateway.prepare(settings, policy_for(settings)),
     )
     app.extensions[KEY] = state
     return state

@@ -37,11 +37,11 @@ from .protector import error_response
 from .protector import record_decision
 from .protector import require_auth
 from .resource_metadata import metadata_url
+from .state import KEY as STATE
 
 PREFIX = "/auth/check"
 #: A header value the upstream gets: RFC 9110 §5.5 field-value, bounded.
 MAX_HEADER_CHARS = 256
-_EXTENSION = "gateway"
 _NO_STORE = [("Cache-Control", "no-store")]
 #: Tokens whose allow headers are kept (a cached token's are computed once); cleared when full.
 _HEADER_SETS = 1024
@@ -72,7 +72,8 @@ class Gateway:
 
 def check(rest: str | None = None) -> Response:
     """Decide about the original request the gateway describes (any method)."""
-    gateway: Gateway = current_app.extensions[_EXTENSION]
+    gateway = current_app.extensions[STATE].gateway
+    assert gateway is not None  # the route exists only with a policy
     started = time.perf_counter()
     environ = request.environ
     try:
@@ -177,15 +178,21 @@ def header_value(value: Any) -> str | None:
     return text
 
 
-def init_app(app: Flask, settings: Settings, policy: Policy | None) -> None:
-    """With a policy, register /auth/check (and /auth/check/<path>) for every method."""
+def prepare(settings: Settings, policy: Policy | None) -> Gateway | None:
+    """The policy's rules prepared for decisions (None without a policy)."""
     if policy is None:
-        return
-    app.extensions[_EXTENSION] = Gateway(
+        return None
+    return Gateway(
         policy=policy,
         rules={rule.name: _compile(rule, settings) for rule in policy.rules},
         claim_headers=settings.gateway_claim_headers,
     )
+
+
+def init_app(app: Flask, gateway: Gateway | None) -> None:
+    """With a policy, register /auth/check (and /auth/check/<path>) for every method."""
+    if gateway is None:
+        return
     # Werkzeug rules without methods match every method (Flask's add_url_rule would default to
     # GET): the original method is what gets checked.
     for path in (PREFIX, f"{PREFIX}/<path:rest>"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from typing import TYPE_CHECKING
 from typing import Any
 
 from flask import Flask
@@ -15,6 +16,9 @@ from ..jose.jwks_cache import JWKSCache
 from ..jose.replay import ReplayStore
 from ..jose.verifier import TokenVerifier
 from .validators import Auth0BearerTokenValidator
+
+if TYPE_CHECKING:  # the gateway module reads this state: no import cycle at run time
+    from .gateway import Gateway
 
 #: The app.extensions key holding the AppState (Flask's documented place for extension state).
 KEY = "service"
@@ -41,6 +45,8 @@ class AppState:
     schemes: Schemes
     #: The DPoP replay table in use (None without DPoP).
     replay: ReplayStore | None
+    #: Gateway mode's prepared policy (None without GATEWAY_POLICY).
+    gateway: Gateway | None = None
     #: Values built on first use, once the URL map is complete (the RFC 9728 document).
     lazy: dict[str, Any] = field(default_factory=dict)
 
