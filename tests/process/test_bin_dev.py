@@ -82,7 +82,13 @@ def _stop(server: Server, sig: signal.Signals) -> float:
     """Send sig to bin/dev's pid only; return how long until its whole process group is gone."""
     sent = time.monotonic()
     os.kill(server.pid, sig)
-    server.proc.wait(timeout=GRACEFUL + 10)
+    try:
+        server.proc.wait(timeout=GRACEFUL + 10)
+    except subprocess.TimeoutExpired:
+        left = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-g", str(server.pid)],
+                              capture_output=True, text=True, check=False).stdout
+        pytest.fail(f"bin/dev still running {GRACEFUL + 10} s after {sig.name}:\n{left}\n"
+                    f"{server.output()[-3000:]}")
     while _group_alive(server.pid) and time.monotonic() - sent < GRACEFUL + 10:
         time.sleep(0.05)
     return time.monotonic() - sent
