@@ -59,7 +59,13 @@ def test_removed_key_stops_within_the_ttl_and_failed_refreshes_are_counted_at_on
     issuer.rotate(keep_old=False)
     kept = issuer.mint()
     time.sleep(ttl + 1.5)
-    assert _all_status(server, removed) == [401] * 20, "a removed key outlived TTL + one round trip"
+    # Never 200 again. A request may meet a routine refresh in flight and wait for it; past the
+    # worker's waiting seats that is 503 keys_pending (docs/jwks-cache.md), otherwise 401.
+    removed_statuses = _all_status(server, removed)
+    assert set(removed_statuses) <= {401, 503} and 401 in removed_statuses, (
+        "a removed key outlived TTL + one round trip",
+        removed_statuses,
+    )
     assert _all_status(server, kept) == [200] * 20
 
     errors_before = server.per_worker("jwks_fetches_total", outcome="error")
