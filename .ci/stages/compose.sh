@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # CI stage "compose": the unmodified docker-compose.yml with the README's own command,
 # `docker compose up -d --build --wait` (Docker Compose v2 from the shared tooling), with zero
-# configuration; bin/smoke against the published 127.0.0.1 ports; the README's DPoP walk-through
-# (200, then 401 on replay) recorded in the redis service, which /readyz names; then the prometheus service: its
+# configuration; bin/smoke against the published 127.0.0.1 ports; then the prometheus service: its
 # `api` target is up and auth_decisions_total{job="api"} equals, per route and outcome, exactly the
-# decisions bin/smoke produced; then bin/smoke --gateway and the README's gateway lines through the
-# nginx gateway on its published port; then `docker compose down -v`. COMPOSE_TOOL=podman-compose runs the
-# same checks with podman-compose.
+# decisions bin/smoke produced; then the README's DPoP walk-through (200, then 401 on replay)
+# recorded in the redis service, which /readyz names; then bin/smoke --gateway and the README's
+# gateway lines through the nginx gateway on its published port; then `docker compose down -v`.
+# COMPOSE_TOOL=podman-compose runs the same checks with podman-compose.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=.ci/lib/common.sh
@@ -88,26 +88,6 @@ run_smoke() {
 }
 step "bin/smoke against the compose stack" run_smoke
 
-dpop_through_redis() {
-  # The README's DPoP walk-through, word for word but for the ports.
-  local url="http://127.0.0.1:$API_HOST_PORT/api/private" code keys
-  .venv/bin/python -m dev_issuer.client --issuer "http://127.0.0.1:$ISSUER_HOST_PORT/" GET "$url" > "$WORK/dpop.h"
-  code="$(curl -s -o "$WORK/dpop.out" -w '%{http_code}' -H @"$WORK/dpop.h" "$url")"
-  [ "$code" = 200 ] || { echo "DPoP request: $code $(cat "$WORK/dpop.out")"; return 1; }
-  code="$(curl -s -o "$WORK/dpop.out" -w '%{http_code}' -H @"$WORK/dpop.h" "$url")"
-  [ "$code" = 401 ] && grep -q invalid_dpop_proof "$WORK/dpop.out" \
-    || { echo "replayed proof: $code $(cat "$WORK/dpop.out")"; return 1; }
-  keys="$(compose exec -T redis redis-cli --scan --pattern 'dpop-jti:*' | grep -c . || true)"
-  [ "$keys" -ge 1 ] || { echo "no replay key in the redis service"; return 1; }
-  curl -fsS "http://127.0.0.1:$API_HOST_PORT/readyz" | python3 -c '
-import json, sys
-store = json.load(sys.stdin)["replay_store"]
-assert store["store"] == "redis" and store["status"] == "ready", store
-print("readyz replay_store:", store)'
-  echo "DPoP 200 then 401 on replay; $keys key(s) in redis"
-}
-step "DPoP walk-through through the redis service" dpop_through_redis
-
 # promql QUERY: instant query against the stack's Prometheus, JSON on stdout
 promql() { curl -fsS --max-time 5 "$PROM/api/v1/query" --data-urlencode "query=$1"; }
 
@@ -144,6 +124,28 @@ build_info_stamped() {
   echo "api image stamped: $stamp"
 }
 step "api image carries SERVICE_VERSION / SERVICE_REVISION" build_info_stamped
+
+dpop_through_redis() {
+  # The README's DPoP walk-through, word for word but for the ports. After the count comparison
+  # above: its two decisions are not in bin/smoke's counts.
+  local url="http://127.0.0.1:$API_HOST_PORT/api/private" code keys
+  .venv/bin/python -m dev_issuer.client --issuer "http://127.0.0.1:$ISSUER_HOST_PORT/" GET "$url" > "$WORK/dpop.h"
+  code="$(curl -s -o "$WORK/dpop.out" -w '%{http_code}' -H @"$WORK/dpop.h" "$url")"
+  [ "$code" = 200 ] || { echo "DPoP request: $code $(cat "$WORK/dpop.out")"; return 1; }
+  code="$(curl -s -o "$WORK/dpop.out" -w '%{http_code}' -H @"$WORK/dpop.h" "$url")"
+  if [ "$code" != 401 ] || ! grep -q invalid_dpop_proof "$WORK/dpop.out"; then
+    echo "replayed proof: $code $(cat "$WORK/dpop.out")"; return 1
+  fi
+  keys="$(compose exec -T redis redis-cli --scan --pattern 'dpop-jti:*' | grep -c . || true)"
+  [ "$keys" -ge 1 ] || { echo "no replay key in the redis service"; return 1; }
+  curl -fsS "http://127.0.0.1:$API_HOST_PORT/readyz" | python3 -c '
+import json, sys
+store = json.load(sys.stdin)["replay_store"]
+assert store["store"] == "redis" and store["status"] == "ready", store
+print("readyz replay_store:", store)'
+  echo "DPoP 200 then 401 on replay; $keys key(s) in redis"
+}
+step "DPoP walk-through through the redis service" dpop_through_redis
 
 run_gateway_smoke() {
   # After the count comparison above: these decisions are counted under the policy's rule names.
