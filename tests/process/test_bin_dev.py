@@ -52,11 +52,18 @@ def bin_dev(tmp_path: Path) -> Iterator:
         out, err = tmp_path / "dev.out", tmp_path / "dev.err"
         full = clean_env({"PORT": str(port), "WEB_CONCURRENCY": "1", "LOG_FORMAT": "json",
                           "GUNICORN_GRACEFUL_TIMEOUT": str(GRACEFUL), **env})
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [str(REPO / "bin" / "dev")], env=full, stdout=stdout, stderr=stderr,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
+        # A runner that starts the suite in the background (`cmd &`, nohup) leaves SIGINT ignored,
+        # and an ignored signal stays ignored across exec: bash could not even trap it
+        # (POSIX 2.11). A caught one is reset to the default on exec, as a terminal user has it.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with out.open("wb") as stdout, err.open("wb") as stderr:
+                proc = subprocess.Popen(
+                    [str(REPO / "bin" / "dev")], env=full, stdout=stdout, stderr=stderr,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
+        finally:
+            signal.signal(signal.SIGINT, previous)
         server = Server(proc, port, out, err, None, full)
         started.append(server)
         return server
