@@ -25,7 +25,7 @@ from .config import Settings
 from .jose.claims import is_scope_list
 from .jose.step_up import StepUp
 
-#: RFC 9110 §9 methods plus PATCH (RFC 5789): the methods a rule may name.
+#: RFC 9110 §9 methods plus PATCH (RFC 5789): the methods a rule may name and a gateway may ask about.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 DPOP_MODES = ("required", "allowed", "disabled")
 #: The route label of a request no rule matched: no rule may take it.

@@ -15,10 +15,9 @@ from typing import NamedTuple
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+from ..gateway_policy import METHODS
 from ..jose.urls import has_dot_segments
 
-#: RFC 9110 §9 methods plus PATCH (RFC 5789).
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 #: RFC 3986 §3.2: host (reg-name, IPv4 or bracketed IPv6 literal) and an optional port.
 _AUTHORITY = re.compile(r"(?P<host>[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 #: A request target as sent: visible ASCII without '#' (RFC 9112 §3.2: no spaces or controls).
