@@ -27,6 +27,8 @@ from prometheus_client.mmap_dict import mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.multiprocess import mark_process_dead
 
+from .fork_safe import ForkSafeLock
+
 #: Sample of every scrape: how many files it left out.
 SKIPPED_METRIC = "metrics_files_skipped"
 #: Kinds of file whose merged values stay exact when folded into one file: counters, histograms
@@ -44,16 +46,7 @@ _log = logging.getLogger("service.metric_files")
 
 
 #: Scrapes and folds within one process (the gunicorn master's serving threads and its fold).
-_process_lock = threading.Lock()
-
-
-def _new_process_lock() -> None:
-    """A fork child starts with its own lock: a parent's thread may have held the old one."""
-    global _process_lock
-    _process_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_process_lock)
+_process_lock = ForkSafeLock()
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from ..config import Settings
+from ..fork_safe import ForkSafeLock
 from . import jwks_fetch
 from .clock import SYSTEM
 from .clock import Clock
@@ -108,18 +109,8 @@ class _State:
     pid: int = field(default_factory=os.getpid)
 
 
-#: Guards replacing a cache's state in a forked child; itself replaced after every fork, since
-#: a lock held by another thread at fork time would stay held forever in the child.
-_fork_lock = threading.Lock()
-
-
-def _new_fork_lock() -> None:
-    """Give the forked child a fresh, unheld lock."""
-    global _fork_lock
-    _fork_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_fork_lock)
+#: Guards replacing a cache's state in a forked child.
+_fork_lock = ForkSafeLock()
 
 
 class JWKSCache:
